@@ -1,0 +1,45 @@
+# Two set-up commands on a fresh machine: `make run` (serve the bundled model) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: run test lint bench demo bundle clean
+
+# Serving needs no torch: a quick install of the service and the CPU ONNX Runtime.
+$(VENV)/.serve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[cpu]'
+	touch $@
+
+# Everything: torch (CPU build, pinned), export and test tools.
+$(VENV)/.dev: pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -c constraints/cpu.txt -e '.[cpu,export,dev]'
+	touch $@ $(VENV)/.serve
+
+run: $(VENV)/.serve
+	$(BIN)/vit-serve
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# The demo model, from nothing: synthetic shapes, pre-train at 112 px, fine-tune at 224 px.
+demo: $(VENV)/.dev
+	$(BIN)/python -m model_export.demo --out checkpoints/demo
+
+# The default bundle, from the committed demo checkpoint.
+bundle: $(VENV)/.dev
+	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 1 --force
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/load.py

@@ -1,0 +1,277 @@
+"""The Vision Transformer of Dosovitskiy et al. (2021), "An image is worth 16x16 words".
+
+Reads top-down: ViTConfig → presets → PatchEmbed → Attention → MLP → Block → ViT, then the
+position-embedding resize used for fine-tuning at a higher resolution. The equations (paper §3.1):
+
+    z0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          (1)
+    z'l = MSA(LN(z_{l-1})) + z_{l-1}                          (2)
+    zl  = MLP(LN(z'l)) + z'l                                  (3)
+    y   = LN(z_L^0)                                           (4)
+    logits = head(y)   (or head(tanh(pre_logits(y))) for checkpoints with a representation layer)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Gelu = Literal["erf", "tanh"]
+Interpolation = Literal["bicubic", "bilinear", "nearest"]
+ResizeMode = Literal["squash", "crop"]
+PosEmbedResize = Literal["bicubic", "bicubic-antialias", "bilinear"]
+
+# timm's resample_abs_pos_embed default. For upsampling (the paper's fine-tuning case) antialias
+# changes nothing; when shrinking a grid it low-pass filters first instead of aliasing.
+DEFAULT_POS_EMBED_RESIZE: PosEmbedResize = "bicubic-antialias"
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    image_size: int = 224  # input H = W; the patch grid is image_size // patch_size per side
+    patch_size: int = 16  # P: each token is a P×P×C patch
+    channels: int = 3  # RGB
+    dim: int = 768  # D, the hidden size every layer keeps
+    depth: int = 12  # L, encoder blocks
+    heads: int = 12  # attention heads; D must divide evenly
+    mlp_dim: int = 3072  # MLP hidden size (4·D in every paper preset)
+    num_classes: int = 1000  # K; 0 means no head (embedding-only model)
+    eps: float = 1e-6  # LayerNorm epsilon: Flax/timm use 1e-6, HF ViT configs say 1e-12
+    gelu: Gelu = "erf"  # Google's Flax checkpoints trained with tanh-GELU; timm/HF use erf
+    qkv_bias: bool = True  # every released ViT has biases on q, k, v
+    representation_size: int | None = None  # the paper's pre-logits layer (ImageNet-21k models)
+    # Preprocessing that belongs to the weights (timm's _cfg): the service reads it from the bundle.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # Google/HF ViT normalise to [-1, 1]
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    interpolation: Interpolation = "bicubic"  # resize filter for input images
+    resize_mode: ResizeMode = "squash"  # squash: resize to H×W (HF); crop: shorter side, centre crop
+    crop_pct: float = 1.0  # with resize_mode="crop": resize shorter side to image_size / crop_pct
+    labels: tuple[str, ...] = field(default=())  # class names in head order, () when unknown
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.image_size % self.patch_size:
+            problems.append(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.dim % self.heads:
+            problems.append(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if min(self.image_size, self.patch_size, self.dim, self.depth, self.heads) < 1:
+            problems.append("image_size, patch_size, dim, depth and heads must be positive")
+        if self.labels and len(self.labels) != self.num_classes:
+            problems.append(f"{len(self.labels)} labels for {self.num_classes} classes")
+        if not 0 < self.crop_pct <= 1:
+            problems.append(f"crop_pct {self.crop_pct} is not in (0, 1]")
+        if problems:
+            raise ValueError("invalid ViTConfig: " + "; ".join(problems))
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ViTConfig fields: {', '.join(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+# The paper's Table 1 (B, L, H) plus DeiT's Ti and S, which the ecosystem treats as the same family.
+_SIZES = {  # name: (D, L, heads, MLP)
+    "ti": (192, 12, 3, 768),
+    "s": (384, 12, 6, 1536),
+    "b": (768, 12, 12, 3072),
+    "l": (1024, 24, 16, 4096),
+    "h": (1280, 32, 16, 5120),
+}
+PRESETS = {
+    f"vit-{size}{patch}": (dim, depth, heads, mlp, patch)
+    for size, (dim, depth, heads, mlp) in _SIZES.items()
+    for patch in (14, 16, 32)
+}
+
+
+def preset(name: str, **overrides: Any) -> ViTConfig:
+    """ViTConfig for a paper preset such as "vit-b16", at 224 px with 1000 classes unless overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
+    dim, depth, heads, mlp, patch = PRESETS[name]
+    base = dict(dim=dim, depth=depth, heads=heads, mlp_dim=mlp, patch_size=patch)
+    return ViTConfig(**{**base, **overrides})
+
+
+class PatchEmbed(nn.Module):
+    """Split into P×P patches and project each to D: a conv with stride P is exactly x_p E."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        p = config.patch_size
+        self.proj = nn.Conv2d(config.channels, config.dim, kernel_size=p, stride=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)  # (B, D, H/P, W/P)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D), row-major over the grid
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (timm's layout)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.dim, config.dim)
+
+    def forward(
+        self, x: torch.Tensor, return_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, D/H)
+        if return_weights:
+            # Explicit softmax so the weights exist; the fast path never materialises them.
+            scores = q @ k.transpose(-2, -1) * (D // self.heads) ** -0.5  # (B, H, N, N)
+            weights = scores.softmax(dim=-1)
+            out = weights @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D/H)
+        out = out.transpose(1, 2).reshape(B, N, D)
+        return self.proj(out), weights
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.dim, config.mlp_dim)
+        self.act = nn.GELU(approximate="tanh" if config.gelu == "tanh" else "none")
+        self.fc2 = nn.Linear(config.mlp_dim, config.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm encoder block: equations (2) and (3)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.dim, eps=config.eps)
+        self.attn = Attention(config)
+        self.norm2 = nn.LayerNorm(config.dim, eps=config.eps)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, return_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.norm1(x), return_weights)
+        x = x + a  # (2)
+        x = x + self.mlp(self.norm2(x))  # (3)
+        return x, weights
+
+
+@dataclass
+class ViTOutput:
+    logits: torch.Tensor  # (B, K)
+    embedding: torch.Tensor  # (B, D): y, the [CLS] token after the final LayerNorm
+    attentions: torch.Tensor | None = None  # (B, L, H, N+1, N+1) softmax weights, on request
+
+
+class ViT(nn.Module):
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.patch_embed = PatchEmbed(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.randn(1, config.num_patches + 1, d) * 0.02)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(d, eps=config.eps)
+        r = config.representation_size
+        self.pre_logits = nn.Linear(d, r) if r else None
+        self.head = nn.Linear(r or d, config.num_classes) if config.num_classes else nn.Identity()
+        self.apply(_init_weights)
+
+    def forward(self, pixels: torch.Tensor, attention: bool = False) -> ViTOutput:
+        x = self.patch_embed(pixels)  # (B, N, D)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N+1, D): equation (1)
+        weights = []
+        for block in self.blocks:
+            x, w = block(x, return_weights=attention)
+            weights.append(w)
+        y = self.norm(x[:, 0])  # (B, D): equation (4); LN is per token, so norm only [CLS]
+        feats = torch.tanh(self.pre_logits(y)) if self.pre_logits is not None else y
+        return ViTOutput(
+            logits=self.head(feats),
+            embedding=y,
+            attentions=torch.stack(weights, dim=1) if attention else None,  # (B, L, H, N+1, N+1)
+        )
+
+    def reset_head(self, num_classes: int, labels: tuple[str, ...] = ()) -> None:
+        """The paper's fine-tuning head: drop head and pre-logits, attach a zero-initialised D×K."""
+        self.config = replace(
+            self.config, num_classes=num_classes, labels=labels, representation_size=None
+        )
+        self.pre_logits = None
+        self.head = nn.Linear(self.config.dim, num_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def resize_grid(
+        self, image_size: int, mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE
+    ) -> None:
+        """Serve or fine-tune at a new resolution: interpolate the position embeddings in 2D."""
+        new = replace(self.config, image_size=image_size)  # validates the patch multiple
+        pos = resize_pos_embed(self.pos_embed.data, new.grid, mode)
+        self.pos_embed = nn.Parameter(pos)
+        self.config = new
+
+
+def resize_pos_embed(
+    pos_embed: torch.Tensor, new_grid: int, mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE
+) -> torch.Tensor:
+    """(1, 1 + g², D) → (1, 1 + new_grid², D): the patch part resized as a g×g image, [CLS] kept."""
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    old_grid = math.isqrt(patches.shape[1])
+    if old_grid**2 != patches.shape[1]:
+        raise ValueError(f"{patches.shape[1]} patch position embeddings do not form a square grid")
+    if old_grid == new_grid:
+        return pos_embed.clone()
+    d = patches.shape[-1]
+    grid = patches.reshape(1, old_grid, old_grid, d).permute(0, 3, 1, 2)  # (1, D, g, g)
+    grid = F.interpolate(
+        grid.float(),
+        size=(new_grid, new_grid),
+        mode="bilinear" if mode == "bilinear" else "bicubic",
+        antialias=mode == "bicubic-antialias",
+        align_corners=False,
+    ).to(pos_embed.dtype)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, d)  # (1, g'², D)
+    return torch.cat([cls, patches], dim=1)
+
+
+def _init_weights(module: nn.Module) -> None:
+    # timm's ViT init: truncated-normal linear weights, zero biases; LayerNorm stays (1, 0).
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

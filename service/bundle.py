@@ -1,0 +1,140 @@
+"""The bundle: model.json + ONNX graphs, the only contract between model_export/ and service/.
+
+The exporter writes model.json through `BundleManifest` and the service reads it back through the
+same class, so the two sides cannot drift. `load_bundle` also checks that every graph file is there
+and matches its recorded sha256, so a half-copied bundle fails at start, not on the first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+MANIFEST = "model.json"
+FAST, EXPLAIN = "fast", "explain"  # graph roles: logits+embedding; the same plus attention maps
+
+DType = Literal["float32", "float16"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    shape: list[int | str]  # a str is a symbolic (dynamic) axis, e.g. "batch"
+    dtype: DType
+
+
+class GraphSpec(_Strict):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def output(self, name: str) -> TensorSpec:
+        return next(o for o in self.outputs if o.name == name)
+
+
+class Preprocess(_Strict):
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Literal["bicubic", "bilinear", "nearest"]
+    resize_mode: Literal["squash", "crop"]  # squash: straight to H×W; crop: shorter side + centre
+    crop_pct: float = Field(gt=0, le=1)
+
+
+class Source(_Strict):
+    format: str  # hf | timm | npz | native
+    sha256: str  # of the weights file the export read
+
+
+class OutputError(_Strict):
+    max_abs: float
+    max_rel: float
+
+
+class GraphValidation(_Strict):
+    """ONNX Runtime (CPU provider) against PyTorch on the same inputs."""
+
+    batch_sizes: list[int]
+    images: int  # how many images were compared in all
+    outputs: dict[str, OutputError]  # per output name
+    top1_agreement: float  # fraction of images whose arg-max class matches PyTorch
+    embedding_cosine_min: float
+
+
+class BundleManifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)  # K, in head order
+    image_size: int = Field(gt=0)
+    patch_size: int = Field(gt=0)
+    dim: int = Field(gt=0)  # D, the embedding size
+    depth: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    preprocess: Preprocess
+    precision: Literal["fp32", "fp16"]
+    graphs: dict[Literal["fast", "explain"], GraphSpec]
+    source: Source
+    versions: dict[str, str]  # torch / onnx / onnxruntime used by the export
+    validation: dict[Literal["fast", "explain"], GraphValidation]
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BundleManifest:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of {self.patch_size}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if FAST not in self.graphs:
+            raise ValueError("graphs must include 'fast'")
+        return self
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be served; the message names the file and the problem."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_bundle(folder: str | Path) -> BundleManifest:
+    """Read and validate folder/model.json and verify every graph file's sha256."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    try:
+        manifest = BundleManifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError as e:
+        raise BundleError(f"{path}: not found (is {folder} a bundle made by vit-export?)") from e
+    except ValidationError as e:
+        raise BundleError(f"{path}: invalid manifest: {e}") from e
+    for role, graph in manifest.graphs.items():
+        file = folder / graph.file
+        if not file.is_file():
+            raise BundleError(f"{path}: {role} graph {graph.file} is missing")
+        if sha256_file(file) != graph.sha256:
+            raise BundleError(f"{file}: sha256 does not match model.json (corrupt or replaced)")
+    return manifest

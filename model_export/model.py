@@ -25,8 +25,13 @@ Interpolation = Literal["bicubic", "bilinear", "nearest"]
 ResizeMode = Literal["squash", "crop"]
 PosEmbedResize = Literal["bicubic", "bicubic-antialias", "bilinear"]
 
-# timm's resample_abs_pos_embed default. For upsampling (the paper's fine-tuning case) antialias
-# changes nothing; when shrinking a grid it low-pass filters first instead of aliasing.
+# Position-embedding resize modes, as the ecosystem uses them:
+#   bicubic-antialias  timm's resample_abs_pos_embed default: PyTorch's antialiased path, i.e. PIL's
+#                      cubic kernel (a = -0.5), which also low-pass filters when a grid shrinks;
+#   bicubic            HF transformers' interpolate_pos_encoding (a = -0.75, no filtering);
+#   bilinear           closest to Google's original vit_jax resize (scipy.ndimage.zoom, order 1).
+# The default follows timm, so a model fine-tuned here resizes the way most checkpoints were
+# resized, and stays well-behaved if someone serves at a *lower* resolution than it trained at.
 DEFAULT_POS_EMBED_RESIZE: PosEmbedResize = "bicubic-antialias"
 
 
@@ -48,7 +53,7 @@ class ViTConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # Google/HF ViT normalise to [-1, 1]
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: Interpolation = "bicubic"  # resize filter for input images
-    resize_mode: ResizeMode = "squash"  # squash: resize to H×W (HF); crop: shorter side, centre crop
+    resize_mode: ResizeMode = "squash"  # squash: straight to H×W (HF); crop: shorter side, centre
     crop_pct: float = 1.0  # with resize_mode="crop": resize shorter side to image_size / crop_pct
     labels: tuple[str, ...] = field(default=())  # class names in head order, () when unknown
 
@@ -106,7 +111,7 @@ PRESETS = {
 
 
 def preset(name: str, **overrides: Any) -> ViTConfig:
-    """ViTConfig for a paper preset such as "vit-b16", at 224 px with 1000 classes unless overridden."""
+    """ViTConfig for a paper preset such as "vit-b16" (224 px, 1000 classes unless overridden)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
     dim, depth, heads, mlp, patch = PRESETS[name]
@@ -232,9 +237,7 @@ class ViT(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def resize_grid(
-        self, image_size: int, mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE
-    ) -> None:
+    def resize_grid(self, image_size: int, mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE) -> None:
         """Serve or fine-tune at a new resolution: interpolate the position embeddings in 2D."""
         new = replace(self.config, image_size=image_size)  # validates the patch multiple
         pos = resize_pos_embed(self.pos_embed.data, new.grid, mode)

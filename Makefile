@@ -43,3 +43,27 @@ bundle: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/load.py
+
+# Deployment
+IMAGE ?= vit-service
+DOCKER ?= docker
+
+.PHONY: lock image image-cpu image-export test-deploy
+
+# Re-pin the image's dependencies (docker/requirements-{gpu,cpu}.txt) after changing pyproject.toml.
+lock: $(VENV)/.dev
+	$(BIN)/python docker/lock.py
+
+# The serving image: gpu (onnxruntime-gpu with CUDA/cuDNN wheels) or cpu; and the torch side.
+image:
+	$(DOCKER) build --build-arg FLAVOR=gpu -t $(IMAGE):gpu .
+
+image-cpu:
+	$(DOCKER) build --build-arg FLAVOR=cpu -t $(IMAGE):cpu .
+
+image-export:
+	$(DOCKER) build --target export -t $(IMAGE):export .
+
+# The deployment checks alone (part of `make test`); the image-environment install takes a minute.
+test-deploy: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/deploy

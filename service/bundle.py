@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 MANIFEST = "model.json"
-FAST, EXPLAIN = "fast", "explain"  # graph roles: logits+embedding; the same plus attention maps
+# Graph roles: FAST answers logits + embedding; EXPLAIN the same plus attention maps.
+Role = Literal["fast", "explain"]
+FAST: Final = "fast"
+EXPLAIN: Final = "explain"
+Precision = Literal["fp32", "fp16"]
 
 DType = Literal["float32", "float16"]
 
@@ -31,10 +35,12 @@ class TensorSpec(_Strict):
 
 
 class GraphSpec(_Strict):
-    file: str
+    file: str = Field(pattern=r"^[\w.-]+\.onnx$")  # a bare name: graphs live in the bundle folder
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    # com.microsoft Attention/MultiHeadAttention nodes: depth when every block runs one fused kernel
+    fused_attention: int = Field(default=0, ge=0)
 
     def output(self, name: str) -> TensorSpec:
         return next(o for o in self.outputs if o.name == name)
@@ -79,11 +85,11 @@ class BundleManifest(_Strict):
     depth: int = Field(gt=0)
     heads: int = Field(gt=0)
     preprocess: Preprocess
-    precision: Literal["fp32", "fp16"]
-    graphs: dict[Literal["fast", "explain"], GraphSpec]
+    precision: Precision
+    graphs: dict[Role, GraphSpec]
     source: Source
     versions: dict[str, str]  # torch / onnx / onnxruntime used by the export
-    validation: dict[Literal["fast", "explain"], GraphValidation]
+    validation: dict[Role, GraphValidation]
 
     @property
     def grid(self) -> int:
@@ -101,7 +107,26 @@ class BundleManifest(_Strict):
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if FAST not in self.graphs:
             raise ValueError("graphs must include 'fast'")
+        for role, graph in self.graphs.items():
+            self._check_shapes(role, graph)
         return self
+
+    def _check_shapes(self, role: str, graph: GraphSpec) -> None:
+        """The graph's tensors must agree with the numbers the service reads from the manifest."""
+        expected = {
+            "pixels": [3, self.image_size, self.image_size],  # after the batch axis
+            "logits": [len(self.labels)],
+            "embedding": [self.dim],
+            "rollout": [self.num_patches],
+            "cls_attention": [self.heads, self.num_patches],
+        }
+        for tensor in graph.inputs + graph.outputs:
+            want = expected.get(tensor.name)
+            if want is not None and tensor.shape[1:] != want:
+                raise ValueError(
+                    f"{role} graph: {tensor.name} has shape {tensor.shape}, expected [batch, "
+                    f"{', '.join(map(str, want))}] from the manifest's sizes and labels"
+                )
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / MANIFEST
@@ -121,6 +146,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _describe(error: ValidationError) -> str:
+    """Each problem as "graphs.fast.sha256: String should match pattern ...", without the input."""
+    return "; ".join(
+        ": ".join(filter(None, (".".join(str(part) for part in e["loc"]), e["msg"])))
+        for e in error.errors()
+    )
+
+
 def load_bundle(folder: str | Path) -> BundleManifest:
     """Read and validate folder/model.json and verify every graph file's sha256."""
     folder = Path(folder)
@@ -130,7 +163,7 @@ def load_bundle(folder: str | Path) -> BundleManifest:
     except FileNotFoundError as e:
         raise BundleError(f"{path}: not found (is {folder} a bundle made by vit-export?)") from e
     except ValidationError as e:
-        raise BundleError(f"{path}: invalid manifest: {e}") from e
+        raise BundleError(f"{path}: invalid manifest: {_describe(e)}") from e
     for role, graph in manifest.graphs.items():
         file = folder / graph.file
         if not file.is_file():

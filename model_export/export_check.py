@@ -1,0 +1,142 @@
+"""The exporter's self-check: ONNX Runtime on the CPU provider against PyTorch, same pixels.
+
+Images are both random noise and pictures (model_export.shapes), because noise alone keeps every
+activation in a narrow band that real inputs leave. Every image runs through ORT at
+batch 32; a prefix also at batches 3 and 1, which exercises the dynamic batch axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from PIL import Image
+from torch import nn
+
+from model_export.export_graphs import INPUT, ExportError
+from model_export.model import ViTConfig
+from model_export.shapes import CLASSES, draw_shape
+from service.bundle import GraphValidation, OutputError, Precision
+
+BATCH_SIZES = (1, 3, 32)
+SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
+FP32_MAX_REL = 1e-4
+FP16_MIN_TOP1 = 0.99
+FP16_MIN_COSINE = 0.999
+MIN_DRAW_SIZE = 32  # pictures are drawn at least this big, then resized like any input
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+class CheckFailed(ExportError):
+    """ORT disagrees with PyTorch beyond the tolerance; the message carries the figures."""
+
+
+def draw_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """count (size, size, 3) uint8 pictures of synthetic shapes, every class in turn."""
+    rng = np.random.default_rng(seed)
+    size = max(size, MIN_DRAW_SIZE)
+    return [np.asarray(draw_shape(CLASSES[i % len(CLASSES)], size, rng)[0]) for i in range(count)]
+
+
+def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return list(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+
+
+def preprocess(images: Sequence[np.ndarray], config: ViTConfig) -> np.ndarray:
+    """(H, W, 3) uint8 images of any size → (B, 3, S, S) float32, squashed and normalised."""
+    size = config.image_size
+    resample = _RESAMPLE[config.interpolation]
+    resized = [Image.fromarray(im).convert("RGB").resize((size, size), resample) for im in images]
+    batch = np.stack([np.asarray(im) for im in resized])  # (B, S, S, 3)
+    x = batch.astype(np.float32) / np.float32(255)
+    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
+
+
+def check_pixels(config: ViTConfig, images: Sequence[np.ndarray] | None) -> np.ndarray:
+    """Interleaved noise and pictures, 64 in all unless the caller brings its own pictures."""
+    pictures = list(images) if images else draw_images(32, config.image_size)
+    noise = noise_images(len(pictures), config.image_size)
+    mixed = [im for pair in zip(noise, pictures, strict=True) for im in pair]
+    return preprocess(mixed, config)
+
+
+@torch.no_grad()
+def torch_outputs(module: nn.Module, pixels: np.ndarray, batch: int = 32) -> list[np.ndarray]:
+    chunks = [module(torch.from_numpy(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
+    return [torch.cat([c[j] for c in chunks]).numpy() for j in range(len(chunks[0]))]
+
+
+def ort_outputs(session: ort.InferenceSession, pixels: np.ndarray, batch: int) -> list[np.ndarray]:
+    starts = range(0, len(pixels), batch)
+    chunks = [session.run(None, {INPUT: pixels[i : i + batch]}) for i in starts]
+    return [np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0]))]
+
+
+def validate(
+    proto: onnx.ModelProto,
+    module: nn.Module,
+    pixels: np.ndarray,
+    output_names: Sequence[str],
+    precision: Precision,
+) -> GraphValidation:
+    """Run the graph on ORT's CPU provider at every batch size; raise CheckFailed on drift."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = torch_outputs(module, pixels)
+    errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
+    top1, cosine = 1.0, 1.0
+    for batch in BATCH_SIZES:
+        subset = pixels if batch == max(BATCH_SIZES) else pixels[:SMALL_BATCH_IMAGES]
+        got = ort_outputs(session, subset, batch)
+        for name, a, b in zip(output_names, got, expected, strict=True):
+            b = b[: len(a)]
+            abs_err = float(np.abs(a - b).max())
+            rel_err = abs_err / max(float(np.abs(b).max()), 1e-12)
+            errors[name] = [max(errors[name][0], abs_err), max(errors[name][1], rel_err)]
+        top1 = min(top1, _top1_agreement(got[0], expected[0]))
+        cosine = min(cosine, _min_cosine(got[1], expected[1]))
+    result = GraphValidation(
+        batch_sizes=list(BATCH_SIZES),
+        images=len(pixels),
+        outputs={n: OutputError(max_abs=e[0], max_rel=e[1]) for n, e in errors.items()},
+        top1_agreement=top1,
+        embedding_cosine_min=cosine,
+    )
+    _enforce(result, precision)
+    return result
+
+
+def _top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(-1) == b[: len(a)].argmax(-1)).mean())
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    b = b[: len(a)]
+    dot = (a * b).sum(-1)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return float((dot / np.maximum(norms, 1e-12)).min())
+
+
+def _enforce(v: GraphValidation, precision: Precision) -> None:
+    figures = ", ".join(
+        f"{name} max_abs={e.max_abs:.3g} max_rel={e.max_rel:.3g}" for name, e in v.outputs.items()
+    )
+    figures += f", top1_agreement={v.top1_agreement:.4f}, cosine_min={v.embedding_cosine_min:.6f}"
+    if precision == "fp32":
+        worst = max(e.max_rel for e in v.outputs.values())
+        if worst > FP32_MAX_REL:
+            raise CheckFailed(f"fp32 graph drifts from PyTorch beyond {FP32_MAX_REL:g}: {figures}")
+    elif v.top1_agreement < FP16_MIN_TOP1 or v.embedding_cosine_min < FP16_MIN_COSINE:
+        raise CheckFailed(
+            f"fp16 graph needs top-1 agreement >= {FP16_MIN_TOP1} and embedding cosine >= "
+            f"{FP16_MIN_COSINE}: {figures}"
+        )

@@ -1,0 +1,175 @@
+"""model.json: the schema both sides share, and load_bundle's refusal of anything half-made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from service.bundle import (
+    MANIFEST,
+    BundleError,
+    BundleManifest,
+    load_bundle,
+    sha256_file,
+)
+
+GRAPH_BYTES = {"model.onnx": b"fast graph bytes", "explain.onnx": b"explain graph bytes"}
+
+
+def manifest_dict(folder: Path) -> dict[str, Any]:
+    """A valid manifest for a 2-block ViT on 32 px, its graph files written into folder."""
+    graphs = {}
+    for role, file in (("fast", "model.onnx"), ("explain", "explain.onnx")):
+        (folder / file).write_bytes(GRAPH_BYTES[file])
+        outputs = [
+            {"name": "logits", "shape": ["batch", 3], "dtype": "float32"},
+            {"name": "embedding", "shape": ["batch", 32], "dtype": "float32"},
+        ]
+        if role == "explain":
+            outputs.append({"name": "rollout", "shape": ["batch", 16], "dtype": "float32"})
+        graphs[role] = {
+            "file": file,
+            "sha256": sha256_file(folder / file),
+            "inputs": [{"name": "pixels", "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
+            "outputs": outputs,
+            "fused_attention": 2 if role == "fast" else 0,
+        }
+    validation = {
+        "batch_sizes": [1, 3, 32],
+        "images": 64,
+        "outputs": {"logits": {"max_abs": 1e-7, "max_rel": 1e-6}},
+        "top1_agreement": 1.0,
+        "embedding_cosine_min": 0.99999,
+    }
+    return {
+        "name": "tiny",
+        "version": "1",
+        "labels": ["a", "b", "c"],
+        "image_size": 32,
+        "patch_size": 8,
+        "dim": 32,
+        "depth": 2,
+        "heads": 4,
+        "preprocess": {
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "interpolation": "bicubic",
+            "resize_mode": "squash",
+            "crop_pct": 1.0,
+        },
+        "precision": "fp32",
+        "graphs": graphs,
+        "source": {"format": "native", "sha256": "cd" * 32},
+        "versions": {"torch": "2", "onnx": "1", "onnxruntime": "1"},
+        "validation": {"fast": validation, "explain": validation},
+    }
+
+
+def write(folder: Path, manifest: dict[str, Any]) -> Path:
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_write_then_load_round_trips(tmp_path: Path) -> None:
+    manifest = BundleManifest.model_validate(manifest_dict(tmp_path))
+    manifest.write(tmp_path)
+    loaded = load_bundle(tmp_path)
+    assert loaded == manifest
+    assert (loaded.grid, loaded.num_patches) == (4, 16)
+    assert loaded.graphs["explain"].output("rollout").shape == ["batch", 16]
+    assert loaded.graphs["fast"].fused_attention == 2
+
+
+def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) -> None:
+    d = manifest_dict(tmp_path)
+    del d["graphs"]["fast"]["fused_attention"]
+    assert load_bundle(write(tmp_path, d)).graphs["fast"].fused_attention == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(image_size=30), "not a multiple of 8"),
+        (lambda d: d.update(heads=5), "not divisible by heads 5"),
+        (lambda d: d["graphs"].pop("fast"), "graphs must include 'fast'"),
+        (lambda d: d.update(labels=[]), "labels"),
+        (lambda d: d.update(precision="int8"), "precision"),
+        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(surprise=1), "surprise"),
+        (lambda d: d["graphs"]["fast"].update(sha256="XYZ"), "sha256"),
+        (lambda d: d["graphs"]["fast"].update(fused_attention=-1), "fused_attention"),
+        (lambda d: d["preprocess"].update(crop_pct=0), "crop_pct"),
+        (lambda d: d["preprocess"].update(mean=[0.5, 0.5]), "mean"),
+        (lambda d: d.update(labels=["a", "b"]), r"logits has shape \['batch', 3\]"),
+        (lambda d: d.update(dim=64), "embedding has shape"),
+        (lambda d: d.update(image_size=64), "pixels has shape"),
+        (lambda d: d["graphs"]["explain"].update(file="../model.onnx"), "file"),
+    ],
+    ids=[
+        "patch-multiple",
+        "heads-divide",
+        "no-fast-graph",
+        "no-labels",
+        "precision",
+        "schema-version",
+        "unknown-field",
+        "sha-pattern",
+        "negative-fused",
+        "crop-pct",
+        "mean-length",
+        "labels-vs-logits",
+        "dim-vs-embedding",
+        "size-vs-pixels",
+        "file-outside-bundle",
+    ],
+)
+def test_invalid_manifest_is_a_bundle_error_naming_the_problem(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    d = manifest_dict(tmp_path)
+    change(d)
+    with pytest.raises(BundleError, match=f"invalid manifest: .*{message}"):
+        load_bundle(write(tmp_path, d))
+
+
+def test_manifest_is_frozen(tmp_path: Path) -> None:
+    manifest = BundleManifest.model_validate(manifest_dict(tmp_path))
+    with pytest.raises(ValidationError):
+        manifest.name = "other"  # type: ignore[misc]
+
+
+def test_folder_without_manifest_says_so(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="model.json: not found .*made by vit-export"):
+        load_bundle(tmp_path)
+
+
+def test_manifest_that_is_not_json_is_a_bundle_error(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_text("{ not json")
+    with pytest.raises(BundleError, match="invalid manifest"):
+        load_bundle(tmp_path)
+
+
+def test_missing_graph_file_is_named(tmp_path: Path) -> None:
+    write(tmp_path, manifest_dict(tmp_path))
+    (tmp_path / "explain.onnx").unlink()
+    with pytest.raises(BundleError, match="explain graph explain.onnx is missing"):
+        load_bundle(tmp_path)
+
+
+def test_replaced_graph_fails_its_sha256(tmp_path: Path) -> None:
+    write(tmp_path, manifest_dict(tmp_path))
+    (tmp_path / "model.onnx").write_bytes(b"another model of the same name")
+    with pytest.raises(BundleError, match="model.onnx: sha256 does not match"):
+        load_bundle(tmp_path)
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"abc")
+    expected = (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 "abc"
+    )
+    assert sha256_file(tmp_path / "f") == expected

@@ -145,8 +145,12 @@ class Attention(nn.Module):
         self, x: torch.Tensor, return_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, D/H)
+        # Split q, k, v before the head reshape: the same weights as timm's packed layout, but the
+        # exported graph has no 5-D transpose, so ONNX Runtime's fusions match more of it.
+        q, k, v = (
+            t.reshape(B, N, self.heads, D // self.heads).transpose(1, 2)  # (B, H, N, D/H)
+            for t in self.qkv(x).chunk(3, dim=-1)
+        )
         if return_weights:
             # Explicit softmax so the weights exist; the fast path never materialises them.
             scores = q @ k.transpose(-2, -1) * (D // self.heads) ** -0.5  # (B, H, N, N)

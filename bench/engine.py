@@ -3,13 +3,15 @@
     python bench/engine.py [--bundle models/demo] [--checkpoint checkpoints/demo] [--seconds 2]
 
 unoptimised  torch.onnx's dynamo export as it comes (what a plain export would serve)
-fast         the bundle's model.onnx: attention, SkipLayerNorm and BiasGelu fused for ORT
+fast         the bundle's model.onnx: packed-qkv Attention and BiasGelu fused for ORT
 explain      the bundle's explain.onnx: explicit attention weights, rollout inside the graph
 
-Rows cover the demo bundle (when it exists) and a random ViT-B/16 exported here. Every session
-keeps ORT's default online optimisations, so the fast/unoptimised ratio is what the offline fusion
-adds on top of what ORT would do anyway. CUDA columns appear only where the CUDA provider is
-installed and a GPU answers.
+Rows cover the demo bundle (when it exists) and a random ViT-B/16 exported here. The float32 rows
+come twice: with ORT's default online optimisations (ORT_ENABLE_ALL), so fast ÷ unoptimised is
+what the offline fusion adds on top of what ORT does anyway when it loads a plain export, and with
+them off (ORT_DISABLE_ALL), which shows the graphs as written. All sessions of one model and
+provider are timed in the same interleaved rounds. CUDA columns appear only where the CUDA
+provider is installed and a GPU answers.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -49,6 +52,7 @@ from service.bundle import EXPLAIN, FAST, MANIFEST, load_bundle  # noqa: E402
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 MIN_ROUNDS = 3
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,12 @@ class Case:
 class Column:
     provider: str
     precision: str  # fp32 | fp16 (fp16 only on CUDA: CPU kernels compute float16 slowly)
+    online: bool = True  # ORT's load-time graph optimisations: ENABLE_ALL, or DISABLE_ALL
 
 
 def best_images_per_second(
-    sessions: dict[str, ort.InferenceSession], batch: int, image_size: int, seconds: float
-) -> dict[str, float]:
+    sessions: dict[K, ort.InferenceSession], batch: int, image_size: int, seconds: float
+) -> dict[K, float]:
     """Interleaved rounds, one run of every graph each, for `seconds` per graph (3 rounds at least);
     the fastest run of each graph counts.
 
@@ -122,33 +127,43 @@ def session_for(case: Case, column: Column, threads: int) -> ort.InferenceSessio
         proto = to_fp16(Graph(proto, count_fused_attention(proto))).proto
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ORT's default, one per physical core
+    if not column.online:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(proto.SerializeToString(), options, providers=[column.provider])
 
 
 def columns() -> list[Column]:
-    cols = [Column(CPU, "fp32")]
+    cols = [Column(CPU, "fp32"), Column(CPU, "fp32", online=False)]
     if CUDA in ort.get_available_providers():
-        cols += [Column(CUDA, "fp32"), Column(CUDA, "fp16")]
+        cols += [Column(CUDA, "fp32"), Column(CUDA, "fp32", online=False), Column(CUDA, "fp16")]
     return cols
 
 
 def measure(
     cases: list[Case], cols: list[Column], batches: list[int], seconds: float, threads: int = 0
 ) -> dict[tuple[str, str, Column], dict[int, float]]:
-    """(model, graph, column) → {batch: images/s}; a model's graphs are timed side by side."""
+    """(model, graph, column) → {batch: images/s}; a model's graphs are timed side by side, with
+    and without ORT's online optimisations in the same rounds."""
     results: dict[tuple[str, str, Column], dict[int, float]] = {}
-    for model in dict.fromkeys(c.model for c in cases):
+    models = list(dict.fromkeys(c.model for c in cases))
+    for model in models:
         group = [c for c in cases if c.model == model]
-        for col in cols:
+        for device in dict.fromkeys((col.provider, col.precision) for col in cols):
             sessions = {
-                c.graph: s for c in group if (s := session_for(c, col, threads)) is not None
+                (c.graph, col): s
+                for col in cols
+                if (col.provider, col.precision) == device
+                for c in group
+                if (s := session_for(c, col, threads)) is not None
             }
             for batch in batches:
                 ips = best_images_per_second(sessions, batch, group[0].image_size, seconds)
-                for graph, value in ips.items():
+                for (graph, col), value in ips.items():
                     results.setdefault((model, graph, col), {})[batch] = value
-                print(f"  measured {model}, {_provider(col)}, batch {batch}", file=sys.stderr)
-    return results
+                print(f"  measured {model}, {' '.join(device)}, batch {batch}", file=sys.stderr)
+    return dict(
+        sorted(results.items(), key=lambda kv: (models.index(kv[0][0]), cols.index(kv[0][2])))
+    )
 
 
 def table(results: dict[tuple[str, str, Column], dict[int, float]], batches: list[int]) -> str:
@@ -166,7 +181,8 @@ def table(results: dict[tuple[str, str, Column], dict[int, float]], batches: lis
 
 
 def _provider(col: Column) -> str:
-    return f"{col.provider.removesuffix('ExecutionProvider')} {col.precision}"
+    online = "" if col.online else ", no online opt."
+    return f"{col.provider.removesuffix('ExecutionProvider')} {col.precision}{online}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,79 @@
+"""The ceiling: the service's own decode + preprocess + inference, in one process, without HTTP.
+
+    python bench/inprocess.py --bundle B --concurrency 8 --seconds 20
+
+Closed loop with `concurrency` images in flight, as that many clients would keep: each round
+decodes and preprocesses them in the same thread pool the service uses (preprocess_threads), then
+runs them through the same Engine in calls of at most max_batch_size, and every image's latency
+is the round's. Nothing waits for company and nothing crosses a socket, so this is the best an
+HTTP service with these parts can do on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from bench.pictures import photos  # noqa: E402
+from service.bundle import FAST, load_bundle  # noqa: E402
+from service.engine import Engine  # noqa: E402
+from service.images import Preprocessor  # noqa: E402
+
+
+def run(
+    bundle: Path,
+    concurrency: int,
+    seconds: float,
+    warmup_s: float = 3.0,
+    max_batch_size: int = 32,
+    threads: int = 4,
+    max_image_pixels: int = 40_000_000,
+) -> tuple[list[float], float]:
+    """(per-image latencies in seconds, the measured window in seconds)."""
+    manifest = load_bundle(bundle)
+    engine = Engine(bundle, manifest, "cpu")
+    prepare = Preprocessor(manifest.preprocess, manifest.image_size, max_image_pixels)
+    images = photos(64)
+    latencies: list[float] = []
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        measured_from, stop = started + warmup_s, started + warmup_s + seconds
+        done = 0
+        while (now := time.perf_counter()) < stop:
+            batch = [images[(done + i) % len(images)] for i in range(concurrency)]
+            pixels = [p.pixels for p in pool.map(prepare, batch)]
+            for i in range(0, concurrency, max_batch_size):
+                engine.run(FAST, np.stack(pixels[i : i + max_batch_size]))  # (B, 3, S, S)
+            finished = time.perf_counter()
+            if now >= measured_from:
+                latencies += [finished - now] * concurrency
+            done += concurrency
+        window = time.perf_counter() - measured_from
+    return latencies, window
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--warmup", type=float, default=3)
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=4, help="preprocess threads")
+    args = p.parse_args()
+    latencies, window = run(
+        args.bundle, args.concurrency, args.seconds, args.warmup, args.max_batch_size, args.threads
+    )
+    print(json.dumps({"latencies": latencies, "window": window}))  # read by bench/load.py
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""ONNX Runtime sessions for a bundle's graphs: provider choice, IO binding, warm-up.
+
+Provider policy (VIT_PROVIDERS): "cpu" uses the CPU; "cuda" uses CUDA or refuses to start; "auto"
+uses CUDA when a session can actually be created on it and otherwise says so in one log line and
+runs on the CPU. ONNX Runtime itself falls back silently when the CUDA libraries are missing, so
+the check is on the providers the session reports, not on the ones asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service.bundle import BundleManifest
+
+log = logging.getLogger(__name__)
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+INPUT = "pixels"
+_NP_DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+}
+
+Outputs = dict[str, np.ndarray]
+
+
+class EngineError(RuntimeError):
+    """The graphs cannot run as configured (e.g. CUDA demanded but unavailable)."""
+
+
+class Engine:
+    """One session per graph role ("fast", "explain"); `run` is called by one thread at a time."""
+
+    def __init__(self, folder: Path, manifest: BundleManifest, providers: str = "auto") -> None:
+        self.manifest = manifest
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        cuda_built = CUDA in ort.get_available_providers()  # the onnxruntime-gpu wheel
+        requested = [CUDA, CPU] if cuda_built and providers != "cpu" else [CPU]
+        if providers == "cuda" and not cuda_built:
+            raise EngineError(
+                "VIT_PROVIDERS=cuda, but this onnxruntime has no CUDA provider "
+                "(install the gpu extra: onnxruntime-gpu)"
+            )
+        for role, graph in manifest.graphs.items():
+            session = _session(folder / graph.file, requested)
+            if providers == "cuda" and session.get_providers()[0] != CUDA:
+                raise EngineError(
+                    "VIT_PROVIDERS=cuda, but ONNX Runtime could not create a CUDA session "
+                    "(no GPU visible, or the CUDA/cuDNN libraries are missing)"
+                )
+            self.sessions[role] = session
+        self.provider = next(iter(self.sessions.values())).get_providers()[0]
+        if providers == "auto" and self.provider != CUDA:
+            log.warning("CUDA is not available; running on the CPU (%s)", CPU)
+        self._input_dtype: dict[str, np.dtype[Any]] = {
+            role: _NP_DTYPES[graph.inputs[0].dtype] for role, graph in manifest.graphs.items()
+        }
+        self._outputs: dict[str, list[str]] = {
+            role: [o.name for o in graph.outputs] for role, graph in manifest.graphs.items()
+        }
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the sessions actually run on, in priority order."""
+        return list(next(iter(self.sessions.values())).get_providers())
+
+    def run(self, graph: str, pixels: np.ndarray) -> Outputs:
+        """pixels (B, 3, S, S) float32 → every output of the graph, as float32 arrays (B, ...)."""
+        session = self.sessions[graph]
+        x = pixels.astype(self._input_dtype[graph], copy=False)
+        names = self._outputs[graph]
+        if self.provider == CUDA:
+            values = _run_bound(session, x, names)
+        else:
+            values = session.run(names, {INPUT: x})
+        return {n: np.asarray(v, np.float32) for n, v in zip(names, values, strict=True)}
+
+    def warm_up(
+        self,
+        max_batch_size: int,
+        stop: threading.Event,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bool:
+        """Run every graph at every batch size, largest first; False if stopped part-way.
+
+        Largest first: the memory arena grows to its peak once, and CUDA picks its kernels for
+        every shape before a request can pay for it.
+        """
+        s = self.manifest.image_size
+        steps = [(g, b) for g in self.sessions for b in range(max_batch_size, 0, -1)]
+        started = time.perf_counter()
+        for done, (graph, size) in enumerate(steps, start=1):
+            if stop.is_set():
+                return False
+            self.run(graph, np.zeros((size, 3, s, s), np.float32))
+            if progress:
+                progress(done, len(steps))
+        log.info(
+            "warmed %d graphs × batch sizes 1..%d in %.1f s",
+            len(self.sessions),
+            max_batch_size,
+            time.perf_counter() - started,
+        )
+        return True
+
+
+def _session(path: Path, providers: list[str]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning intra-op threads would steal the cores that decode the next batch's images.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def _run_bound(session: ort.InferenceSession, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """CUDA with IO binding: the batch is copied to the device once and each output back once."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(INPUT, x)
+    for name in names:
+        binding.bind_output(name, "cuda")
+    session.run_with_iobinding(binding)
+    return list(binding.copy_outputs_to_cpu())

@@ -1,0 +1,118 @@
+"""Bytes → checked, decoded, resized, normalised pixels: what a request's image becomes before it
+joins a batch. Runs in the preprocessing thread pool (PIL and numpy release the GIL).
+
+Preprocessing is the bundle's (model.json "preprocess"), done the way the training code's eval path
+does it (timm's): squash straight to S×S, or resize the shorter side to floor(S / crop_pct) and take
+the centre S×S; then x / 255, minus mean, over std.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.bundle import Preprocess
+from service.errors import EmptyBody, ImageTooLarge, InvalidImage
+
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # PIL plugin names; nothing else is tried
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # grey, 0..65535
+_ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
+_BACKGROUND = (255, 255, 255)  # transparent pixels are shown over white, as a browser page would
+
+Box = tuple[float, float, float, float]  # (left, top, right, bottom) in the decoded image's pixels
+
+
+@dataclass(frozen=True)
+class Prepared:
+    pixels: np.ndarray  # (3, S, S) float32, normalised: one row of a model input batch
+    image: Image.Image | None  # the decoded RGB picture, kept only when a heat-map will be drawn
+    box: Box  # the part of `image` the model saw (all of it, or the centre crop)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    preprocess: Preprocess
+    image_size: int  # S
+    max_pixels: int
+
+    def __call__(self, data: bytes, keep_image: bool = False) -> Prepared:
+        image = decode(data, self.max_pixels)
+        resized, box = self._resize(image)
+        pixels = self._normalise(resized)
+        return Prepared(pixels, image if keep_image else None, box)
+
+    def _resize(self, image: Image.Image) -> tuple[Image.Image, Box]:
+        s, p = self.image_size, self.preprocess
+        resample = _RESAMPLE[p.interpolation]
+        w, h = image.size
+        if p.resize_mode == "squash":
+            return image.resize((s, s), resample), (0.0, 0.0, float(w), float(h))
+        short = math.floor(s / p.crop_pct)
+        scale = short / min(w, h)
+        rw, rh = (max(short, round(side * scale)) for side in (w, h))
+        left, top = round((rw - s) / 2), round((rh - s) / 2)
+        cropped = image.resize((rw, rh), resample).crop((left, top, left + s, top + s))
+        sx, sy = rw / w, rh / h  # resized pixels per original pixel
+        return cropped, (left / sx, top / sy, (left + s) / sx, (top + s) / sy)
+
+    def _normalise(self, image: Image.Image) -> np.ndarray:
+        p = self.preprocess
+        x: np.ndarray = np.asarray(image, np.float32) / np.float32(255)  # (S, S, 3) in [0, 1]
+        x = (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, S, S)
+
+
+def decode(data: bytes, max_pixels: int) -> Image.Image:
+    """An RGB image, upright, or the precise reason it cannot be one.
+
+    The size check reads only the header, so a decompression bomb (a few kB declaring a
+    gigapixel) is refused before a single row is inflated.
+    """
+    if not data:
+        raise EmptyBody("the image is empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"the image declares too many pixels (limit {max_pixels:,})") from e
+    except UnidentifiedImageError as e:
+        raise InvalidImage(f"not a {FORMAT_NAMES} image") from e
+    except Exception as e:  # PIL plugins raise assorted errors on malformed headers
+        raise InvalidImage("the image header is truncated or corrupt") from e
+    w, h = image.size
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"the image is {w}×{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
+    if w < 1 or h < 1:
+        raise InvalidImage(f"the image is {w}×{h} pixels")
+    try:
+        image.load()  # the first frame of a GIF, WebP or TIFF; decoding errors surface here
+        upright = ImageOps.exif_transpose(image)
+    except Exception as e:  # truncated data, corrupt streams, bad EXIF: all the client's image
+        raise InvalidImage(f"the {image.format} image is truncated or corrupt") from e
+    try:
+        return to_rgb(upright)
+    except ValueError as e:  # a mode PIL cannot convert, e.g. LAB or HSV
+        raise InvalidImage(f"the image's colour mode {image.mode} cannot be shown as RGB") from e
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grey, palette, CMYK, 16-bit and transparent images → 8-bit RGB."""
+    if image.mode in _SIXTEEN_BIT:
+        grey = np.clip(np.asarray(image, np.float64), 0, 65535) / 257.0  # 0..65535 → 0..255
+        image = Image.fromarray(np.rint(grey).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    if image.mode in _ALPHA or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,0 +1,111 @@
+"""The service's configuration: one class, read once at start from VIT_* variables and CLI flags.
+
+Every field is an environment variable (VIT_ + its name in upper case) and a `vit-serve` flag
+(--max-batch-size ...); flags win over the environment. Nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "VIT_"
+# The repository's demo bundle; in the container image the package sits in /app, so this is
+# /app/models/demo there.
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "demo"
+MiB = 1 << 20
+
+Providers = Literal["auto", "cuda", "cpu"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        cli_prog_name="vit-serve",
+        cli_kebab_case=True,
+    )
+
+    bundle: Path = Field(DEFAULT_BUNDLE, description="bundle folder (model.json + ONNX graphs)")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port")
+    # 32 images keep a GPU busy at ViT-B/16 while a batch still fits in a few ms of queueing.
+    max_batch_size: int = Field(32, ge=1, le=1024, description="most images per ONNX Runtime call")
+    # The latency a lone image pays so that a concurrent one can share its batch.
+    max_wait_ms: float = Field(
+        5, ge=0, le=10_000, description="longest wait from the oldest queued image for more"
+    )
+    max_queue_images: int = Field(
+        256, ge=1, description="images accepted but not yet in a batch before 429s"
+    )
+    request_timeout_s: float = Field(30, gt=0, le=3600, description="per-request deadline (504)")
+    max_images_per_request: int = Field(64, ge=1, description="images one request may carry")
+    max_body_bytes: int = Field(32 * MiB, ge=1, description="largest request body (413)")
+    # A decompression-bomb guard: checked from the header, before any pixel is decoded.
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="largest width × height one image may declare"
+    )
+    preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
+    providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
+    api_key: SecretStr | None = Field(
+        None, description="require 'Authorization: Bearer <key>' (prefer VIT_API_KEY to the flag)"
+    )
+    log_level: LogLevel = Field("info", description="logging level")
+    drain_timeout_s: float = Field(
+        30, ge=0, le=3600, description="on SIGTERM, how long queued work may take to finish"
+    )
+
+    @field_validator("bundle")
+    @classmethod
+    def _is_bundle(cls, bundle: Path) -> Path:
+        if not (bundle / "model.json").is_file():
+            raise ValueError(f"{bundle} holds no model.json (not a bundle folder)")
+        return bundle
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_images_per_request > self.max_queue_images:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) exceeds max_queue_images "
+                f"({self.max_queue_images}): such a request could never be queued"
+            )
+        return self
+
+    @classmethod
+    def from_cli(cls, argv: Sequence[str]) -> Settings:
+        """Flags over VIT_* variables over defaults; argparse exits 2 on an unknown flag."""
+        return cls(_cli_parse_args=list(argv))  # type: ignore[call-arg]
+
+
+def describe(error: ValidationError) -> str:
+    """One line per invalid setting, naming its flag and variable."""
+    lines = []
+    for e in error.errors():
+        if e["loc"]:
+            name = str(e["loc"][0])
+            flag, var = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+            lines.append(f"invalid setting {name} ({flag} / {var}): {e['msg']}")
+        else:
+            lines.append(f"invalid settings: {e['msg']}")
+    return "\n".join(lines)
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """VIT_* variables that are no setting, each with the nearest setting's name if one is close."""
+    environ = dict(os.environ) if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    found = []
+    for var in sorted(v for v in environ if v.upper().startswith(ENV_PREFIX)):
+        if var.upper() in known:
+            continue
+        near = get_close_matches(var.upper(), sorted(known), n=1)
+        found.append(f"{var} (did you mean {near[0]}?)" if near else var)
+    return found

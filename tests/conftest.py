@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny exported ViT bundle, and pictures drawn with PIL."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+TINY_LABELS = ("ant", "bee", "cat", "dog")
+Draw = Callable[..., bytes]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-block ViT (32 px, patch 8, D 32, 4 labels) exported by the real exporter."""
+    torch = pytest.importorskip("torch")
+    from model_export.export import export_bundle
+    from model_export.model import ViT, ViTConfig
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=32, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64,
+        num_classes=len(TINY_LABELS), labels=TINY_LABELS,
+    )  # fmt: skip
+    model = ViT(config)  # the head keeps its random (non-zero) init: the answers differ per image
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(
+        model, out, name="tiny-vit", version="1", source_sha256="0" * 64, allow_untrained_head=True
+    )
+    return out
+
+
+def picture(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+    """An RGB picture: a two-colour gradient with a filled ellipse and rectangle."""
+    rng = np.random.default_rng(seed)
+    c0, c1 = rng.integers(0, 256, (2, 3))
+    ramp = np.linspace(0, 1, width)[None, :, None]  # (1, W, 1)
+    pixels = (c0 + (c1 - c0) * ramp).repeat(height, axis=0).astype(np.uint8)  # (H, W, 3)
+    image = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(image)
+    x, y = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+    draw.ellipse((x, y, x + width // 3, y + height // 3), fill=tuple(rng.integers(0, 256, 3)))
+    draw.rectangle((width // 2, height // 2, width - 2, height - 2), fill=(255, 255, 0))
+    return image
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def draw() -> Draw:
+    """draw(width=64, height=48, seed=0, fmt="JPEG") → the encoded bytes of a fresh picture."""
+
+    def make(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "JPEG") -> bytes:
+        return encode(picture(width, height, seed), fmt)
+
+    return make

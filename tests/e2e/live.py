@@ -1,0 +1,82 @@
+"""Helpers for tests against real servers on 127.0.0.1: `vit-serve` in a child process, or uvicorn
+in a thread when a test brings its own engine (the fault-injection seam)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+START_TIMEOUT = 90.0  # seconds; the machine running the tests may be busy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sample(url: str, name: str, **labels: str) -> float:
+    """One sample's value from /metrics (0 when the series does not exist yet)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll until condition holds; fail naming `what` after timeout (a hang, not a slow box)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def sample(self, name: str, **labels: str) -> float:
+        return sample(self.url, name, **labels)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """uvicorn on 127.0.0.1 in a thread of this process, for apps built around a test's engine."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: server.started, "uvicorn to start", START_TIMEOUT)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -1,0 +1,75 @@
+"""vit-serve refuses bad settings at start, with a message naming the setting and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def vit_serve(*flags: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("VIT_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *flags],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ((), {"VIT_MAX_BATCH_SIZE": "0"},
+         "invalid setting max_batch_size (--max-batch-size / VIT_MAX_BATCH_SIZE)"),
+        (("--port", "http"), {}, "invalid setting port (--port / VIT_PORT)"),
+        (("--providers", "tpu"), {}, "invalid setting providers"),
+        (("--max-images-per-request", "999"), {}, "exceeds max_queue_images"),
+    ],
+    ids=["env", "flag", "choice", "cross-field"],
+)  # fmt: skip
+def test_invalid_settings_exit_2_naming_the_setting(
+    tiny_bundle: Path, flags: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    done = vit_serve("--bundle", str(tiny_bundle), *flags, **env)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_folder_that_is_not_a_bundle_is_refused(tmp_path: Path) -> None:
+    done = vit_serve("--bundle", str(tmp_path))
+    assert done.returncode == 2
+    assert "invalid setting bundle (--bundle / VIT_BUNDLE)" in done.stderr
+    assert "holds no model.json" in done.stderr
+
+
+def test_a_corrupt_bundle_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    with open(copy / "model.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    done = vit_serve("--bundle", str(copy))
+    assert done.returncode == 2 and "sha256 does not match model.json" in done.stderr
+
+
+def test_cuda_demanded_without_cuda_is_refused(tiny_bundle: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    done = vit_serve("--bundle", str(tiny_bundle), "--providers", "cuda")
+    assert done.returncode == 2
+    assert "invalid setting providers (--providers): VIT_PROVIDERS=cuda" in done.stderr
+
+
+def test_unknown_flags_and_help() -> None:
+    unknown = vit_serve("--max-batch", "4")
+    assert unknown.returncode == 2 and "unrecognized arguments" in unknown.stderr
+    help = vit_serve("--help")
+    assert help.returncode == 0
+    for flag in ("--bundle", "--max-batch-size", "--max-wait-ms", "--api-key", "--providers"):
+        assert flag in help.stdout

@@ -1,0 +1,262 @@
+"""The batcher on its own: a numpy run function stands in for ONNX Runtime (a real seam, no mocks).
+
+Each image is a (3, 2, 2) array filled with one number; the run function answers that number
+back per row, so every answer says which image it came from.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher, BatchResult
+from service.errors import BatchFailed, NotReady, Overloaded, WorkerDied
+from service.metrics import Metrics
+
+WAIT = 10.0  # seconds a test waits for a future before calling it hung
+POISON = -1.0
+
+
+def image(value: float) -> np.ndarray:
+    return np.full((3, 2, 2), value, np.float32)
+
+
+class Fatal(BaseException):
+    """What kills a worker thread (not an Exception, so no batch handler catches it)."""
+
+
+class Model:
+    """Records every batch; can hold the worker inside a call; fails on POISON if told to."""
+
+    def __init__(self, fail_with: BaseException | None = None) -> None:
+        self.batches: list[list[float]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_with = fail_with
+
+    def __call__(self, graph: str, pixels: np.ndarray) -> Mapping[str, np.ndarray]:
+        values = [float(v) for v in pixels[:, 0, 0, 0]]
+        self.batches.append(values)
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        if self.fail_with is not None and POISON in values:
+            raise self.fail_with
+        return {"value": pixels[:, 0, 0, 0].copy(), "graph": np.full(len(values), len(graph))}
+
+
+def make(
+    model: Model, max_batch_size: int = 4, max_wait_s: float = WAIT, metrics: Metrics | None = None
+) -> Batcher:
+    """A batcher over model; max_wait_s is long unless a test needs the timer to fire."""
+    return Batcher(
+        model,
+        graphs=("fast", "explain"),
+        max_batch_size=max_batch_size,
+        max_wait_s=max_wait_s,
+        max_queue_images=16,
+        metrics=metrics or Metrics(),
+    )
+
+
+@pytest.fixture
+def model() -> Model:
+    return Model()
+
+
+@pytest.fixture
+def batcher(model: Model) -> Iterator[Batcher]:
+    b = make(model)
+    b.start()
+    yield b
+    model.gate.set()
+    b.close(timeout=WAIT)
+
+
+def submit(batcher: Batcher, *values: float, graph: str = "fast") -> Future[BatchResult]:
+    return batcher.reserve(len(values)).submit(graph, [image(v) for v in values])
+
+
+def answer(future: Future[BatchResult]) -> list[float]:
+    return [float(v) for v in future.result(WAIT).outputs["value"]]
+
+
+def test_concurrent_requests_share_one_batch_and_each_gets_its_own_rows(
+    batcher: Batcher, model: Model
+) -> None:
+    futures = [submit(batcher, v) for v in (1, 2, 3, 4)]  # a full batch: no waiting
+    assert [answer(f) for f in futures] == [[1], [2], [3], [4]]
+    assert model.batches == [[1, 2, 3, 4]]
+
+
+def test_a_request_bigger_than_a_batch_is_split_and_put_back_in_order(
+    batcher: Batcher, model: Model
+) -> None:
+    values = [float(v) for v in range(12)]
+    future = submit(batcher, *values)
+    assert answer(future) == values
+    assert model.batches == [values[:4], values[4:8], values[8:]]
+    assert future.result().batches == 3
+
+
+def test_a_lone_image_waits_at_most_max_wait_for_company(model: Model) -> None:
+    b = make(model, max_wait_s=0.05)
+    b.start()
+    result = submit(b, 7).result(WAIT)
+    assert result.outputs["value"].tolist() == [7] and result.queue_s >= 0.05
+    b.close(WAIT)
+
+
+def test_requests_are_served_first_in_first_out(batcher: Batcher, model: Model) -> None:
+    model.gate.clear()
+    first = submit(batcher, 0, 0, 0, 0)  # occupies the worker
+    assert model.entered.wait(WAIT)
+    later = [submit(batcher, v) for v in range(1, 9)]
+    model.gate.set()
+    assert [answer(f) for f in later] == [[v] for v in range(1, 9)]
+    assert answer(first) == [0, 0, 0, 0]
+    assert model.batches[1:] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def test_graphs_are_batched_apart(model: Model) -> None:
+    b = make(model, max_wait_s=0.2)
+    b.start()
+    fast = [submit(b, v) for v in (1, 2)]  # not a full batch: waits for company
+    explain = [submit(b, v, graph="explain") for v in (3, 4, 5, 6)]  # full: runs at once
+    assert [answer(f) for f in explain + fast] == [[3], [4], [5], [6], [1], [2]]
+    assert model.batches == [[3, 4, 5, 6], [1, 2]]
+    assert [int(f.result().outputs["graph"][0]) for f in (explain[0], fast[0])] == [7, 4]
+    b.close(WAIT)
+
+
+def test_a_full_queue_refuses_at_once_and_room_comes_back(batcher: Batcher) -> None:
+    held = batcher.reserve(16)
+    with pytest.raises(Overloaded, match="16 images are queued"):
+        batcher.reserve(1)
+    held.release()
+    batcher.reserve(16).release()
+
+
+def test_a_reservation_is_given_back_when_its_images_never_come(batcher: Batcher) -> None:
+    with pytest.raises(ValueError), batcher.reserve(16):
+        raise ValueError("a bad image")
+    assert answer(submit(batcher, *range(4))) == [0, 1, 2, 3]  # room for these again
+
+
+def test_a_failing_batch_fails_exactly_its_requests_and_the_worker_carries_on() -> None:
+    model = Model(fail_with=RuntimeError("onnxruntime exploded"))
+    b = make(model, max_batch_size=2)
+    b.start()
+    model.gate.clear()
+    bad, neighbour = submit(b, POISON), submit(b, 1)  # one batch of two
+    assert model.entered.wait(WAIT)
+    later = submit(b, 2, 3)  # the next batch
+    model.gate.set()
+    for f in (bad, neighbour):
+        with pytest.raises(BatchFailed):
+            f.result(WAIT)
+    assert answer(later) == [2, 3] and answer(submit(b, 4, 5)) == [4, 5]
+    assert b.alive
+    b.close(WAIT)
+
+
+def test_a_dead_worker_fails_every_waiting_request_and_refuses_new_ones() -> None:
+    model = Model(fail_with=Fatal())
+    b = make(model, max_batch_size=1)
+    b.start()
+    model.gate.clear()
+    running = submit(b, POISON)
+    assert model.entered.wait(WAIT)
+    waiting = [submit(b, v) for v in (1, 2)]
+    model.gate.set()
+    for f in (running, *waiting):
+        with pytest.raises(WorkerDied):
+            f.result(WAIT)
+    assert not b.alive and b.state == "dead"
+    with pytest.raises(NotReady, match="needs a restart"):
+        b.reserve(1)
+    b.close(WAIT)
+
+
+def test_cancelled_work_is_dropped_before_it_runs(batcher: Batcher, model: Model) -> None:
+    model.gate.clear()
+    blocker = submit(batcher, 0, 0, 0, 0)
+    assert model.entered.wait(WAIT)
+    gone = submit(batcher, 99)  # its client goes away while it waits
+    assert gone.cancel()
+    kept = submit(batcher, 1, 2, 3, 4)
+    model.gate.set()
+    assert answer(kept) == [1, 2, 3, 4] and answer(blocker) == [0, 0, 0, 0]
+    assert all(99 not in batch for batch in model.batches)
+    batcher.reserve(16).release()  # the dropped image's room came back
+
+
+def test_close_runs_what_is_queued_without_waiting_for_a_full_batch(model: Model) -> None:
+    b = make(model)  # max_wait 10 s: only the drain makes this run soon
+    b.start()
+    future = submit(b, 5)
+    b.close(WAIT)
+    assert answer(future) == [5] and b.state == "closed"
+    with pytest.raises(NotReady, match="shutting down"):
+        b.reserve(1)
+
+
+def test_close_fails_what_cannot_finish_in_time(model: Model) -> None:
+    b = make(model)
+    b.start()
+    model.gate.clear()
+    stuck = submit(b, 0, 0, 0, 0)
+    assert model.entered.wait(WAIT)
+    queued = submit(b, 1)
+    b.close(timeout=0.05)
+    with pytest.raises(NotReady, match="shutting down"):
+        queued.result(WAIT)
+    model.gate.set()
+    assert answer(stuck) == [0, 0, 0, 0]  # the call in progress still answers
+
+
+def test_nothing_is_taken_before_start(model: Model) -> None:
+    b = make(model)
+    with pytest.raises(NotReady, match="warming up"):
+        b.reserve(1)
+    b.close(WAIT)
+
+
+def test_metrics_count_batches_and_queue_depth(model: Model) -> None:
+    metrics = Metrics()
+    b = make(model, metrics=metrics)
+    b.start()
+    model.gate.clear()
+    blocker = submit(b, 0, 0, 0, 0)
+    assert model.entered.wait(WAIT)
+    waiting = submit(b, 1, 2)
+    depth = metrics.registry.get_sample_value("vit_queue_depth", {"graph": "fast"})
+    assert depth == 2
+    model.gate.set()
+    b.close(WAIT)  # runs the waiting pair without waiting for company
+    assert answer(blocker) == [0, 0, 0, 0] and answer(waiting) == [1, 2]
+    count = metrics.registry.get_sample_value("vit_batch_size_count", {"graph": "fast"})
+    total = metrics.registry.get_sample_value("vit_batch_size_sum", {"graph": "fast"})
+    assert (count, total) == (2, 6)
+
+
+def test_a_hung_future_is_impossible_after_close(model: Model) -> None:
+    b = make(model)
+    b.start()
+    model.gate.clear()
+    futures = [submit(b, v) for v in range(6)]
+    assert model.entered.wait(WAIT)
+    b.close(timeout=0.01)
+    model.gate.set()
+    for f in futures:
+        try:
+            f.result(WAIT)
+        except NotReady:
+            pass
+        except FutureTimeout:  # pragma: no cover - the failure this test exists to catch
+            pytest.fail("a future was left hanging")

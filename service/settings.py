@@ -32,6 +32,7 @@ class Settings(BaseSettings):
         frozen=True,
         cli_prog_name="vit-serve",
         cli_kebab_case=True,
+        cli_hide_none_type=True,
     )
 
     bundle: Path = Field(DEFAULT_BUNDLE, description="bundle folder (model.json + ONNX graphs)")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
     reason="models/demo/model.json does not exist yet (the demo model is trained separately)",
 )
 SEED = 987_654  # not a training seed: every picture is new to the model
-PER_CLASS = 3
+PER_CLASS = 4  # 24 pictures in one request: the demo also batches
 
 
 def shapes() -> list[tuple[str, bytes, tuple[int, int, int, int]]]:
@@ -49,7 +49,7 @@ def test_the_demo_names_fresh_shapes_and_looks_at_them(serve: Callable[..., Serv
     classified = post(server, "/classify?top_k=1", images)["results"]
     named = [r["predictions"][0]["label"] for r in classified]
     right = sum(n == kind for n, (kind, _, _) in zip(named, drawn, strict=True))
-    assert right >= len(drawn) - 1, f"{right}/{len(drawn)} right: {named}"
+    assert right >= 0.9 * len(drawn), f"{right}/{len(drawn)} right: {named}"
 
     attention = post(server, "/attention", images)
     g = attention["grid"][0]
@@ -61,4 +61,4 @@ def test_the_demo_names_fresh_shapes_and_looks_at_them(serve: Callable[..., Serv
         row, col = np.unravel_index(np.argmax(result["attention"]), (g, g))
         x0, y0 = col * cell, row * cell  # the peak patch's square overlaps the shape's box?
         on_shape += x0 < right_ and x0 + cell > left and y0 < bottom and y0 + cell > top
-    assert on_shape >= len(drawn) - 2, f"the peak is on the shape in {on_shape}/{len(drawn)}"
+    assert on_shape >= 0.9 * len(drawn), f"the peak is on the shape in {on_shape}/{len(drawn)}"

@@ -145,3 +145,15 @@ def test_monitoring_mounts_exist_and_match_grafana_provisioning(compose: dict[st
     grafana_env = compose["services"]["grafana"]["environment"]
     home = PurePosixPath(grafana_env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
     assert (binds[str(home.parent)] / home.name).is_file()
+
+
+def test_plain_compose_up_starts_exactly_the_gpu_api(compose: dict[str, Any]) -> None:
+    # `docker compose up` with no flags reads COMPOSE_PROFILES from .env beside the file.
+    env = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    active = set(env["COMPOSE_PROFILES"].split(","))
+    started = [name for name, svc in compose["services"].items() if active & set(svc["profiles"])]
+    assert started == ["api"]

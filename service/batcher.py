@@ -161,6 +161,15 @@ class Batcher:
             self._state = "running"
         self._thread.start()
 
+    def check_room(self) -> None:
+        """Refuse now if not even one more image would be taken: cheaper than reading a request
+        only to refuse it, which is what keeps 429s fast when the server is swamped."""
+        with self._cond:
+            if self._state != "running":
+                raise NotReady(_UNAVAILABLE[self._state])
+            if self._held >= self.max_queue_images:
+                raise Overloaded(f"{self._held} images are queued, the limit; retry shortly")
+
     def reserve(self, n: int) -> Reservation:
         with self._cond:
             if self._state != "running":

@@ -9,9 +9,7 @@ The body is read with a running byte count, so an oversized one is refused witho
 
 from __future__ import annotations
 
-import asyncio
 import binascii
-import contextlib
 import re
 from base64 import b64decode
 from collections.abc import AsyncGenerator
@@ -35,9 +33,6 @@ from service.errors import (
 MEDIA_TYPES = "multipart/form-data, image/* or application/json"
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,", re.ASCII)
 _WHITESPACE = re.compile(rb"\s+")
-# How much of a refused body is read and dropped so that the client sees the 413 (see _discard).
-_DISCARD_BYTES = 64 << 20
-_DISCARD_S = 2.0
 
 
 class ImagesJSON(BaseModel):
@@ -56,12 +51,17 @@ class Limits:
     max_images: int
 
 
-async def read_images(request: Request, limits: Limits) -> list[bytes]:
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, if it is one of the three forms (else 415)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (media in ("multipart/form-data", "application/json") or media.startswith("image/")):
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'} is not supported; send {MEDIA_TYPES}"
         )
+    return media
+
+
+async def read_images(request: Request, media: str, limits: Limits) -> list[bytes]:
     body = await _read_body(request, limits.max_body_bytes)
     if not body:
         raise EmptyBody("the request body is empty")
@@ -76,44 +76,25 @@ async def read_images(request: Request, limits: Limits) -> list[bytes]:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be too large.
+
+    Answering before the body is read is safe: uvicorn drops the rest of a request whose
+    answer has been sent and keeps the connection.
+    """
     declared = request.headers.get("content-length", "")
     too_large = PayloadTooLarge(f"the body is larger than the limit of {limit:,} bytes")
     if declared.isdigit() and int(declared) > limit:
-        await _discard(request)
         raise too_large
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                await _discard(request)
                 raise too_large
             chunks.append(chunk)
     except ClientDisconnect as e:
         raise ClientDisconnected("the client closed the connection while sending") from e
     return b"".join(chunks)
-
-
-async def _discard(request: Request) -> None:
-    """Read and drop the rest of a refused body (within bounds) before answering.
-
-    A server that answers and closes while the client is still sending resets the connection,
-    and the client never sees the 413 (nginx's "lingering close" exists for this). A client
-    that sent Expect: 100-continue has not sent the body, and is not asked for it.
-    """
-    if "100-continue" in request.headers.get("expect", "").lower():
-        return
-
-    async def drain() -> None:
-        budget = _DISCARD_BYTES
-        async for chunk in request.stream():
-            budget -= len(chunk)
-            if budget < 0:
-                return
-
-    # RuntimeError: the stream was already consumed.
-    with contextlib.suppress(ClientDisconnect, RuntimeError, TimeoutError):
-        await asyncio.wait_for(drain(), _DISCARD_S)
 
 
 async def _multipart(headers: Headers, body: bytes, max_images: int) -> list[bytes]:

@@ -41,6 +41,10 @@ class Pipeline:
         self._executor = executor
         self._metrics = metrics
 
+    def check_room(self) -> None:
+        """Overloaded / NotReady now, before the request's body is read, if nothing would fit."""
+        self._batcher.check_room()
+
     async def run(
         self,
         graph: str,

@@ -26,7 +26,7 @@ from service.errors import (
     RequestTimeout,
     Unauthorized,
 )
-from service.inputs import Limits, read_images
+from service.inputs import Limits, media_type, read_images
 from service.metrics import Metrics
 from service.outputs import encode_base64, l2_normalize, top_k
 from service.pipeline import Outcome, Pipeline
@@ -106,13 +106,18 @@ class Upload:
     deadline: float  # event-loop time by which the answer must be on its way
 
 
-async def _upload(request: Request, settings: SettingsDep) -> Upload:
-    """The request's images, read under the request's deadline (a trickling body is a timeout)."""
+async def _upload(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Upload:
+    """The request's images, read under the request's deadline (a trickling body is a timeout).
+
+    A full queue is refused before the body is read: under overload that is most requests.
+    """
     timeout = settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout
+    media = media_type(request)
+    pipeline.check_room()
     limits = Limits(settings.max_body_bytes, settings.max_images_per_request)
     try:
-        images = await asyncio.wait_for(read_images(request, limits), timeout)
+        images = await asyncio.wait_for(read_images(request, media, limits), timeout)
     except TimeoutError as e:
         raise RequestTimeout("the request body did not arrive within the deadline") from e
     return Upload(images, deadline)

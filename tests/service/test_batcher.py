@@ -142,6 +142,17 @@ def test_a_full_queue_refuses_at_once_and_room_comes_back(batcher: Batcher) -> N
     batcher.reserve(16).release()
 
 
+def test_check_room_refuses_only_when_not_one_more_image_fits(batcher: Batcher) -> None:
+    held = batcher.reserve(15)
+    batcher.check_room()  # one more fits
+    last = batcher.reserve(1)
+    with pytest.raises(Overloaded, match="16 images are queued, the limit"):
+        batcher.check_room()
+    held.release()
+    last.release()
+    batcher.check_room()
+
+
 def test_a_reservation_is_given_back_when_its_images_never_come(batcher: Batcher) -> None:
     with pytest.raises(ValueError), batcher.reserve(16):
         raise ValueError("a bad image")
@@ -224,6 +235,8 @@ def test_nothing_is_taken_before_start(model: Model) -> None:
     b = make(model)
     with pytest.raises(NotReady, match="warming up"):
         b.reserve(1)
+    with pytest.raises(NotReady, match="warming up"):
+        b.check_room()
     b.close(WAIT)
 
 

@@ -15,11 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 SCHEMA_VERSION: Final = 1
 MANIFEST = "model.json"
-# Graph roles: FAST answers logits + embedding; EXPLAIN the same plus attention maps.
+# Graph roles: FAST answers logits + embedding; EXPLAIN the same plus the attention rollout.
 Role = Literal["fast", "explain"]
 FAST: Final = "fast"
 EXPLAIN: Final = "explain"
 Precision = Literal["fp32", "fp16"]
+
+# The graphs' tensor names: the exporter writes them, the engine feeds and fetches them, the routes
+# read them. Declared here only.
+INPUT: Final = "pixels"  # (B, 3, S, S)
+LOGITS: Final = "logits"  # (B, K)
+EMBEDDING: Final = "embedding"  # (B, D): the final-LayerNorm [CLS] token the head reads
+ROLLOUT: Final = "rollout"  # (B, N): attention rollout, [CLS] row over the N patches
+# What each role must answer: the validator requires these, the engine fetches only these.
+OUTPUTS: Final[dict[Role, tuple[str, ...]]] = {
+    FAST: (LOGITS, EMBEDDING),
+    EXPLAIN: (LOGITS, EMBEDDING, ROLLOUT),
+}
 
 DType = Literal["float32", "float16"]
 
@@ -41,9 +53,6 @@ class GraphSpec(_Strict):
     outputs: list[TensorSpec]
     # com.microsoft Attention/MultiHeadAttention nodes: depth when every block runs one fused kernel
     fused_attention: int = Field(default=0, ge=0)
-
-    def output(self, name: str) -> TensorSpec:
-        return next(o for o in self.outputs if o.name == name)
 
 
 class Preprocess(_Strict):
@@ -111,15 +120,21 @@ class BundleManifest(_Strict):
             self._check_shapes(role, graph)
         return self
 
-    def _check_shapes(self, role: str, graph: GraphSpec) -> None:
-        """The graph's tensors must agree with the numbers the service reads from the manifest."""
-        expected = {
-            "pixels": [3, self.image_size, self.image_size],  # after the batch axis
-            "logits": [len(self.labels)],
-            "embedding": [self.dim],
-            "rollout": [self.num_patches],
-            "cls_attention": [self.heads, self.num_patches],
+    def _check_shapes(self, role: Role, graph: GraphSpec) -> None:
+        """The graph takes INPUT and answers every output its role needs, each shaped as the
+        manifest's sizes and labels say (extra outputs are allowed and never fetched)."""
+        expected = {  # after the batch axis
+            INPUT: [3, self.image_size, self.image_size],
+            LOGITS: [len(self.labels)],
+            EMBEDDING: [self.dim],
+            ROLLOUT: [self.num_patches],
         }
+        inputs = [t.name for t in graph.inputs]
+        if inputs != [INPUT]:
+            raise ValueError(f"{role} graph takes inputs {inputs}; the service feeds [{INPUT!r}]")
+        missing = [n for n in OUTPUTS[role] if n not in {t.name for t in graph.outputs}]
+        if missing:
+            raise ValueError(f"{role} graph lacks the output(s) {', '.join(missing)}")
         for tensor in graph.inputs + graph.outputs:
             want = expected.get(tensor.name)
             if want is not None and tensor.shape[1:] != want:
@@ -155,19 +170,29 @@ def _describe(error: ValidationError) -> str:
 
 
 def load_bundle(folder: str | Path) -> BundleManifest:
-    """Read and validate folder/model.json and verify every graph file's sha256."""
+    """Read and validate folder/model.json and verify every graph file's sha256.
+
+    Every way a bundle can be unusable (missing, unreadable, invalid, corrupt) is a BundleError
+    naming the file, so `vit-serve` can say it in one line instead of a traceback.
+    """
     folder = Path(folder)
     path = folder / MANIFEST
     try:
         manifest = BundleManifest.model_validate_json(path.read_bytes())
     except FileNotFoundError as e:
         raise BundleError(f"{path}: not found (is {folder} a bundle made by vit-export?)") from e
+    except OSError as e:  # permissions, a folder where the file should be, I/O errors
+        raise BundleError(f"{path}: cannot be read ({e.strerror or e})") from e
     except ValidationError as e:
         raise BundleError(f"{path}: invalid manifest: {_describe(e)}") from e
     for role, graph in manifest.graphs.items():
         file = folder / graph.file
         if not file.is_file():
             raise BundleError(f"{path}: {role} graph {graph.file} is missing")
-        if sha256_file(file) != graph.sha256:
+        try:
+            digest = sha256_file(file)
+        except OSError as e:
+            raise BundleError(f"{file}: cannot be read ({e.strerror or e})") from e
+        if digest != graph.sha256:
             raise BundleError(f"{file}: sha256 does not match model.json (corrupt or replaced)")
     return manifest

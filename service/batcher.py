@@ -18,71 +18,24 @@ from the queue before they run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from concurrent.futures import Future
 from typing import Literal
 
 import numpy as np
 
-from service.errors import BatchFailed, NotReady, Overloaded, ServiceError, WorkerDied
+from service.batch_request import BatchResult, Entry, Request
+from service.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[str, np.ndarray], Mapping[str, np.ndarray]]  # (graph, (B,3,S,S)) → (B, ...)
 State = Literal["new", "running", "closing", "closed", "dead"]
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    outputs: dict[str, np.ndarray]  # each (n, ...): the request's rows, in its image order
-    queue_s: float  # the longest any of its images waited for a batch
-    inference_s: float  # ONNX Runtime time of the batches it rode in
-    batches: int
-
-
-class _Request:
-    def __init__(self, graph: str, n: int, future: Future[BatchResult]) -> None:
-        self.graph, self.n, self.future = graph, n, future
-        self.submitted = time.monotonic()
-        self.queued = n  # images still in the queue (guarded by the batcher's lock)
-        self.remaining = n  # images without an answer yet (worker thread only)
-        self.rows: dict[str, np.ndarray] = {}
-        self.queue_s = self.inference_s = 0.0
-        self.batches = 0
-
-    def deliver(self, index: int, outputs: Mapping[str, np.ndarray], row: int) -> None:
-        for name, out in outputs.items():
-            if name not in self.rows:
-                self.rows[name] = np.empty((self.n, *out.shape[1:]), out.dtype)
-            self.rows[name][index] = out[row]
-        self.remaining -= 1
-
-    def finish_batch(self, started: float, elapsed: float) -> None:
-        self.queue_s = max(self.queue_s, started - self.submitted)
-        self.inference_s += elapsed
-        self.batches += 1
-        if self.remaining == 0:
-            result = BatchResult(self.rows, self.queue_s, self.inference_s, self.batches)
-            with _unless_cancelled():
-                self.future.set_result(result)
-
-    def fail(self, error: ServiceError) -> None:
-        with _unless_cancelled():
-            self.future.set_exception(error)
-
-
-@dataclass(slots=True)
-class _Entry:
-    request: _Request
-    index: int  # position in its request
-    pixels: np.ndarray  # (3, S, S)
 
 
 class Reservation:
@@ -122,17 +75,19 @@ class Batcher:
         max_wait_s: float,
         max_queue_images: int,
         metrics: Metrics,
+        on_death: Callable[[], None] | None = None,
     ) -> None:
         self._run = run
+        self._on_death = on_death  # told once, when the worker dies
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
         self.max_queue_images = max_queue_images
         self._metrics = metrics
-        self._queues: dict[str, deque[_Entry]] = {g: deque() for g in graphs}
+        self._queues: dict[str, deque[Entry]] = {g: deque() for g in graphs}
         # Condition's default lock is an RLock: failing a future runs its done-callback, which
         # takes the lock again when that happens under it.
         self._cond = threading.Condition()
         self._held = 0  # images reserved or queued, not yet taken into a batch
-        self._running: list[_Entry] = []  # the batch in the ONNX Runtime call right now
+        self._running: list[Entry] = []  # the batch in the ONNX Runtime call right now
         self._state: State = "new"
         self._thread = threading.Thread(target=self._work, name="batcher", daemon=True)
         for g in self._queues:
@@ -184,13 +139,13 @@ class Batcher:
 
     def _submit(self, graph: str, images: Sequence[np.ndarray]) -> Future[BatchResult]:
         future: Future[BatchResult] = Future()
-        request = _Request(graph, len(images), future)
+        request = Request(graph, len(images), future)
         with self._cond:
             if self._state not in ("running", "closing"):
                 self._held -= request.n
                 raise NotReady(_UNAVAILABLE[self._state])
             queue = self._queues[graph]
-            queue.extend(_Entry(request, i, px) for i, px in enumerate(images))
+            queue.extend(Entry(request, i, px) for i, px in enumerate(images))
             self._metrics.queue_depth.labels(graph).set(len(queue))
             self._cond.notify_all()
         future.add_done_callback(lambda _: self._forget(request))
@@ -201,7 +156,7 @@ class Batcher:
             self._held -= n
             self._cond.notify_all()
 
-    def _forget(self, request: _Request) -> None:
+    def _forget(self, request: Request) -> None:
         """A finished request's images still queued (cancelled, or failed in an earlier part)."""
         with self._cond:
             if request.queued == 0:
@@ -247,7 +202,7 @@ class Batcher:
             log.critical("the batch worker died; failing every waiting request", exc_info=True)
             self._die()
 
-    def _next_batch(self) -> tuple[str, list[_Entry]] | None:
+    def _next_batch(self) -> tuple[str, list[Entry]] | None:
         with self._cond:
             while True:
                 if self._state in ("closed", "dead"):
@@ -276,7 +231,7 @@ class Batcher:
                 wait = deadline - now if wait is None else min(wait, deadline - now)
         return due, wait
 
-    def _take(self, graph: str) -> list[_Entry]:
+    def _take(self, graph: str) -> list[Entry]:
         queue = self._queues[graph]
         batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
         for entry in batch:
@@ -286,11 +241,11 @@ class Batcher:
         self._metrics.queue_depth.labels(graph).set(len(queue))
         return batch
 
-    def _run_batch(self, graph: str, entries: list[_Entry]) -> None:
+    def _run_batch(self, graph: str, entries: list[Entry]) -> None:
         self._infer(graph, entries)
         self._running = []  # not on a BaseException: _die fails this batch's requests too
 
-    def _infer(self, graph: str, entries: list[_Entry]) -> None:
+    def _infer(self, graph: str, entries: list[Entry]) -> None:
         # A request cancelled between the take and now is not worth a row of compute.
         live = [e for e in entries if not e.request.future.done()]
         requests = list(dict.fromkeys(e.request for e in live))  # unique, in order
@@ -327,12 +282,14 @@ class Batcher:
             self._running = []
             self._cond.notify_all()
         self._metrics.failures.labels("worker_died").inc()
+        if self._on_death is not None:  # before the answers: a client told 500 then sees 503
+            self._on_death()
         for request in victims:
             request.fail(WorkerDied("the batch worker stopped"))
 
-    def _drain_queues(self) -> list[_Request]:
+    def _drain_queues(self) -> list[Request]:
         """Empty every queue (lock held); the requests whose images were in them."""
-        requests: dict[_Request, None] = {}
+        requests: dict[Request, None] = {}
         for graph, queue in self._queues.items():
             for entry in queue:
                 requests[entry.request] = None
@@ -350,8 +307,3 @@ _UNAVAILABLE: dict[State, str] = {
     "closed": "the service is shutting down",
     "dead": "the batch worker has stopped; this instance needs a restart",
 }
-
-
-def _unless_cancelled() -> contextlib.suppress:
-    """Completing a future its caller cancelled meanwhile (timeout, client gone) is a no-op."""
-    return contextlib.suppress(InvalidStateError)

@@ -13,6 +13,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.errors import describe_validation
+
 SCHEMA_VERSION: Final = 1
 MANIFEST = "model.json"
 # Graph roles: FAST answers logits + embedding; EXPLAIN the same plus the attention rollout.
@@ -161,14 +163,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _describe(error: ValidationError) -> str:
-    """Each problem as "graphs.fast.sha256: String should match pattern ...", without the input."""
-    return "; ".join(
-        ": ".join(filter(None, (".".join(str(part) for part in e["loc"]), e["msg"])))
-        for e in error.errors()
-    )
-
-
 def load_bundle(folder: str | Path) -> BundleManifest:
     """Read and validate folder/model.json and verify every graph file's sha256.
 
@@ -184,7 +178,9 @@ def load_bundle(folder: str | Path) -> BundleManifest:
     except OSError as e:  # permissions, a folder where the file should be, I/O errors
         raise BundleError(f"{path}: cannot be read ({e.strerror or e})") from e
     except ValidationError as e:
-        raise BundleError(f"{path}: invalid manifest: {_describe(e)}") from e
+        raise BundleError(
+            f"{path}: invalid manifest: {describe_validation(e.errors(), limit=10)}"
+        ) from e
     for role, graph in manifest.graphs.items():
         file = folder / graph.file
         if not file.is_file():

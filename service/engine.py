@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import BundleManifest
+from service.bundle import INPUT, OUTPUTS, BundleError, BundleManifest, Role
 
 log = logging.getLogger(__name__)
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-INPUT = "pixels"
 _NP_DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
     "float16": np.dtype(np.float16),
@@ -51,6 +50,7 @@ class Engine:
             )
         for role, graph in manifest.graphs.items():
             session = _session(folder / graph.file, requested)
+            _check_io(session, role, folder / graph.file)
             if providers == "cuda" and session.get_providers()[0] != CUDA:
                 raise EngineError(
                     "VIT_PROVIDERS=cuda, but ONNX Runtime could not create a CUDA session "
@@ -63,8 +63,9 @@ class Engine:
         self._input_dtype: dict[str, np.dtype[Any]] = {
             role: _NP_DTYPES[graph.inputs[0].dtype] for role, graph in manifest.graphs.items()
         }
+        # Only what the service reads is fetched: an output nobody serves is never copied out.
         self._outputs: dict[str, list[str]] = {
-            role: [o.name for o in graph.outputs] for role, graph in manifest.graphs.items()
+            role: list(OUTPUTS[role]) for role in manifest.graphs
         }
 
     @property
@@ -118,7 +119,22 @@ def _session(path: Path, providers: list[str]) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning intra-op threads would steal the cores that decode the next batch's images.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for bad graphs
+        raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({e})") from e
+
+
+def _check_io(session: ort.InferenceSession, role: Role, path: Path) -> None:
+    """The graph itself, not just model.json, must take INPUT and answer the role's outputs."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name for o in session.get_outputs()}
+    missing = [n for n in OUTPUTS[role] if n not in outputs]
+    if inputs != [INPUT] or missing:
+        raise BundleError(
+            f"{path}: the graph takes {inputs} and lacks {missing or 'nothing'}; the service "
+            f"feeds [{INPUT!r}] and reads {list(OUTPUTS[role])}"
+        )
 
 
 def _run_bound(session: ort.InferenceSession, x: np.ndarray, names: list[str]) -> list[np.ndarray]:

@@ -23,11 +23,18 @@
 `code` is what clients branch on; `reason` labels vit_rejections_total and vit_failures_total and
 may be finer than the code (too_many_images vs payload_too_large). 5xx bodies never carry the
 internal cause: `public_message` is fixed for them, the cause goes to the log.
+
+`error_response` is the one place an error becomes an HTTP answer; `from_http_exception` maps what
+the framework raises (unknown path, wrong method) into this tree, and `describe_validation` is the
+one wording of pydantic's validation errors (request parameters, JSON bodies, model.json, settings).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
+
+from starlette.responses import JSONResponse
 
 RETRY_AFTER_S = 1  # what 429 and 503 tell a client to wait; queues here drain in well under that
 
@@ -81,6 +88,13 @@ class NotFound(ServiceError):
 
 class MethodNotAllowed(ServiceError):
     code = "method_not_allowed"
+
+    def __init__(self, message: str = "", allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow  # the methods the path does take, e.g. "GET, HEAD" (RFC 9110 wants it)
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow} if self.allow else {}
 
 
 class PayloadTooLarge(ServiceError):
@@ -177,3 +191,40 @@ def all_errors() -> list[type[ServiceError]]:
 
     walk(ServiceError)
     return found
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    """The one way an error becomes an answer: its status, {"error": {code, message}}, headers."""
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+
+
+def from_http_exception(
+    status: int, detail: str, method: str, path: str, headers: Mapping[str, str] | None
+) -> ServiceError:
+    """What Starlette's router raises, as one of ours: 404 and 405 are refusals like any other."""
+    if status == 404:
+        return NotFound(f"no route {path}")
+    if status == 405:
+        allow = (headers or {}).get("Allow", "")
+        return MethodNotAllowed(f"{method} is not allowed on {path}; use {allow}", allow=allow)
+    return InvalidParameter(detail) if 400 <= status < 500 else InternalError(detail)
+
+
+_REQUEST_PARTS = ("body", "query", "path", "header")  # FastAPI's location prefixes, not names
+
+
+def validation_problems(errors: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """pydantic's errors as (where, message) pairs, e.g. ("images.3", "Input should be a valid
+    string"); the offending input is left out (it can be huge, or a secret)."""
+    return [
+        (".".join(str(p) for p in e["loc"] if p not in _REQUEST_PARTS), str(e["msg"]))
+        for e in errors
+    ]
+
+
+def describe_validation(errors: Sequence[Mapping[str, Any]], limit: int = 3) -> str:
+    """The first `limit` problems as "where: message; ..." (and how many more there were)."""
+    problems = validation_problems(errors[:limit])
+    shown = "; ".join(f"{where}: {msg}" if where else msg for where, msg in problems)
+    more = len(errors) - limit
+    return f"{shown} (and {more} more)" if more > 0 else shown

@@ -28,6 +28,7 @@ from service.errors import (
     PayloadTooLarge,
     TooManyImages,
     UnsupportedMediaType,
+    describe_validation,
 )
 
 MEDIA_TYPES = "multipart/form-data, image/* or application/json"
@@ -121,11 +122,8 @@ def _json(body: bytes, max_images: int) -> list[bytes]:
     try:
         request = ImagesJSON.model_validate_json(body)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidParameter(
-            f'JSON body: {where}: {first["msg"]}; expected {{"images": [...]}}'
-        ) from None
+        problem = describe_validation(e.errors(), limit=1)
+        raise InvalidParameter(f'JSON body: {problem}; expected {{"images": [...]}}') from None
     _check_count(len(request.images), max_images)
     return [_base64(s, i, len(request.images)) for i, s in enumerate(request.images)]
 

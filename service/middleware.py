@@ -1,4 +1,10 @@
-"""Per-request metrics and the X-Total-Time-Ms header, as plain ASGI (no body buffering)."""
+"""Per-request accounting as plain ASGI (no body buffering): the request metrics, the images
+counted per endpoint, and every timing header, set here and nowhere else.
+
+    X-Total-Time-Ms       arrival → response start, every answer
+    X-Queue-Time-Ms       the longest any of the request's images waited for a batch   } answers
+    X-Inference-Time-Ms   ONNX Runtime time of the batches its images rode in          } that ran
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,15 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.batch_request import BatchResult
 from service.metrics import Metrics
+
+_BATCH = "vit.batch"  # the request scope's state key for (images, BatchResult)
+
+
+def record_batch(scope: Scope, images: int, result: BatchResult) -> None:
+    """Called by the route's job once its images ran: the middleware reads it when answering."""
+    scope.setdefault("state", {})[_BATCH] = (images, result)
 
 
 class RequestMetrics:
@@ -25,8 +39,12 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = MutableHeaders(scope=message)
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                MutableHeaders(scope=message).append("X-Total-Time-Ms", f"{elapsed_ms:.2f}")
+                headers.append("X-Total-Time-Ms", f"{elapsed_ms:.2f}")
+                if batch := scope.get("state", {}).get(_BATCH):
+                    headers.append("X-Queue-Time-Ms", f"{batch[1].queue_s * 1000:.2f}")
+                    headers.append("X-Inference-Time-Ms", f"{batch[1].inference_s * 1000:.2f}")
             await send(message)
 
         try:
@@ -35,6 +53,8 @@ class RequestMetrics:
             endpoint = _endpoint(scope)
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
+            if batch := scope.get("state", {}).get(_BATCH):
+                self.metrics.images.labels(endpoint).inc(batch[0])
 
 
 def _endpoint(scope: Scope) -> str:

@@ -16,7 +16,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from service.batcher import Batcher, BatchResult
+from service.batch_request import BatchResult
+from service.batcher import Batcher
 from service.errors import ClientDisconnected, RequestTimeout, ServiceError
 from service.images import Prepared, Preprocessor
 from service.metrics import Metrics

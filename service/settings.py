@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.errors import validation_problems
+
 ENV_PREFIX = "VIT_"
 # The repository's demo bundle; in the container image the package sits in /app, so this is
 # /app/models/demo there.
@@ -90,13 +92,13 @@ class Settings(BaseSettings):
 def describe(error: ValidationError) -> str:
     """One line per invalid setting, naming its flag and variable."""
     lines = []
-    for e in error.errors():
-        if e["loc"]:
-            name = str(e["loc"][0])
+    for where, msg in validation_problems(error.errors()):
+        if where:
+            name = where.split(".")[0]
             flag, var = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
-            lines.append(f"invalid setting {name} ({flag} / {var}): {e['msg']}")
+            lines.append(f"invalid setting {name} ({flag} / {var}): {msg}")
         else:
-            lines.append(f"invalid settings: {e['msg']}")
+            lines.append(f"invalid settings: {msg}")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.bundle import load_bundle
@@ -242,6 +243,26 @@ def test_bad_requests_get_precise_errors_and_the_service_keeps_serving(
     text = client.get("/metrics").text
     assert 'vit_rejections_total{reason="too_many_images"} 1.0' in text
     assert 'vit_rejections_total{reason="invalid_image"}' in text
+
+
+def rejections(client: TestClient, reason: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "vit_rejections_total" and sample.labels["reason"] == reason:
+                return sample.value
+    return 0.0
+
+
+def test_unknown_paths_and_wrong_methods_are_refusals_counted_like_any_other(
+    client: TestClient,
+) -> None:
+    before = rejections(client, "not_found"), rejections(client, "method_not_allowed")
+    missing, wrong = client.get("/nowhere"), client.delete("/classify")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"]["message"] == "DELETE is not allowed on /classify; use POST"
+    after = rejections(client, "not_found"), rejections(client, "method_not_allowed")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
 
 
 def test_an_api_key_guards_inference_and_leaves_operations_open(

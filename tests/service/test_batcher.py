@@ -14,7 +14,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatchResult
+from service.batch_request import BatchResult
+from service.batcher import Batcher
 from service.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 from service.metrics import Metrics
 

@@ -1,0 +1,100 @@
+"""What a route may ask for (FastAPI dependencies): the runtime, the API key check, and an
+inference request's images read under its deadline.
+
+All async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from service.errors import NotReady, RequestTimeout, Unauthorized
+from service.inputs import Limits, media_type, read_images
+from service.middleware import record_batch
+from service.pipeline import Outcome
+from service.runtime import Runtime
+
+WATCH_AFTER_S = 0.05  # a client that leaves is noticed after at most this long in the queue
+
+
+async def _runtime(request: Request) -> Runtime:
+    runtime: Runtime | None = getattr(request.state, "runtime", None)  # the lifespan's state
+    if runtime is None:
+        raise NotReady("the service is starting")
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+_bearer = HTTPBearer(auto_error=False, description="VIT_API_KEY, when the service has one")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def api_key_guard(key: SecretStr) -> Callable[[Credentials], Awaitable[None]]:
+    """A dependency that refuses (401) a request without `Authorization: Bearer <key>`."""
+    expected = key.get_secret_value().encode()
+
+    async def require_api_key(credentials: Credentials) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not secrets.compare_digest(given, expected):  # constant time: no timing oracle
+            raise Unauthorized("missing or wrong API key; send Authorization: Bearer <key>")
+
+    return require_api_key
+
+
+@dataclass(frozen=True)
+class Job:
+    """An inference request: its images, read under its deadline, and how to run them."""
+
+    request: Request
+    runtime: Runtime
+    images: list[bytes]
+    deadline: float  # event-loop time by which the answer must be on its way
+
+    async def run(self, graph: str, keep_images: bool = False) -> Outcome:
+        outcome = await self.runtime.pipeline.run(
+            graph,
+            self.images,
+            deadline=self.deadline,
+            disconnected=_disconnected(self.request),
+            keep_images=keep_images,
+        )
+        record_batch(self.request.scope, len(self.images), outcome.result)
+        return outcome
+
+
+async def _job(request: Request, runtime: RuntimeDep) -> Job:
+    """A full queue is refused before the body is read (under overload, most requests), and a
+    body that trickles in slower than the deadline is a timeout."""
+    settings = runtime.settings
+    timeout = settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + timeout
+    media = media_type(request)
+    runtime.pipeline.check_room()
+    limits = Limits(settings.max_body_bytes, settings.max_images_per_request)
+    try:
+        images = await asyncio.wait_for(read_images(request, media, limits), timeout)
+    except TimeoutError as e:
+        raise RequestTimeout("the request body did not arrive within the deadline") from e
+    return Job(request, runtime, images, deadline)
+
+
+JobDep = Annotated[Job, Depends(_job)]
+
+
+async def _disconnected(request: Request) -> None:
+    """Completes when the client goes away (the body is already read, so this only waits).
+
+    It starts listening only after WATCH_AFTER_S: asking the server to watch the socket again
+    costs a system call or two per request, worth paying only for requests that have to wait.
+    """
+    await asyncio.sleep(WATCH_AFTER_S)
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

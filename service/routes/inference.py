@@ -1,0 +1,144 @@
+"""The native API: /classify, /embed, /attention and /model. Each route runs its job on a graph
+and shapes the rows that come back; everything else happens in the dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.attention import overlay_png, rollout_grid
+from service.bundle import EMBEDDING, EXPLAIN, FAST, LOGITS, ROLLOUT, BundleManifest
+from service.deps import JobDep, RuntimeDep
+from service.errors import AttentionUnavailable, InvalidParameter
+from service.outputs import encode_base64, l2_normalize, top_k
+from service.schemas import (
+    IMAGE_BODY,
+    INFERENCE_ERRORS,
+    AttentionMap,
+    AttentionResponse,
+    Batching,
+    Classification,
+    ClassifyResponse,
+    Embedding,
+    EmbedResponse,
+    ModelInfo,
+    ModelRef,
+    error_responses,
+)
+
+inference = APIRouter()
+
+
+def _ref(manifest: BundleManifest) -> ModelRef:
+    return ModelRef(name=manifest.name, version=manifest.version)
+
+
+@inference.post(
+    "/classify",
+    openapi_extra=IMAGE_BODY,
+    responses=INFERENCE_ERRORS,
+    summary="Top-k classes per image",
+)
+async def classify(
+    job: JobDep,
+    top: Annotated[int, Query(alias="top_k", ge=1, description="classes per image")] = 5,
+) -> ClassifyResponse:
+    manifest = job.runtime.manifest
+    outcome = await job.run(FAST)
+    predictions = top_k(outcome.result.outputs[LOGITS], top, manifest.labels)
+    results = [Classification(predictions=p) for p in predictions]
+    return ClassifyResponse(model=_ref(manifest), results=results)
+
+
+@inference.post(
+    "/embed",
+    openapi_extra=IMAGE_BODY,
+    responses=INFERENCE_ERRORS,
+    summary="The [CLS] embedding per image",
+)
+async def embed(
+    job: JobDep,
+    normalize: Annotated[bool, Query(description="scale each embedding to unit L2 norm")] = False,
+    encoding: Annotated[Literal["float", "base64"], Query(description="base64: LE float32")] = (
+        "float"
+    ),
+) -> EmbedResponse:
+    vectors = (await job.run(FAST)).result.outputs[EMBEDDING]  # (B, D)
+    if normalize:
+        vectors = l2_normalize(vectors)
+    results = [
+        Embedding(index=i, embedding=encode_base64(v) if encoding == "base64" else v.tolist())
+        for i, v in enumerate(vectors)
+    ]
+    manifest = job.runtime.manifest
+    return EmbedResponse(
+        model=_ref(manifest), dim=manifest.dim, normalized=normalize, encoding=encoding,
+        results=results,
+    )  # fmt: skip
+
+
+@inference.post(
+    "/attention",
+    response_model=AttentionResponse,
+    openapi_extra=IMAGE_BODY,
+    summary="Attention rollout per image, as a grid or a heat-map PNG",
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "JSON, or with format=png the (one) image with the map overlaid",
+        },
+        **INFERENCE_ERRORS,
+        **error_responses(501),
+    },
+)
+async def attention(
+    job: JobDep,
+    format: Annotated[Literal["json", "png"], Query(description="png: one image")] = "json",
+) -> AttentionResponse | Response:
+    manifest = job.runtime.manifest
+    if EXPLAIN not in manifest.graphs:
+        raise AttentionUnavailable("this bundle has no explain graph (explain.onnx)")
+    if format == "png" and len(job.images) != 1:
+        raise InvalidParameter("format=png answers one image per request")
+    outcome = await job.run(EXPLAIN, keep_images=format == "png")
+    outputs = outcome.result.outputs
+    maps = [rollout_grid(r, manifest.grid) for r in outputs[ROLLOUT]]  # each (g, g)
+    if format == "png":
+        p = outcome.prepared[0]
+        assert p.image is not None
+        png = await run_in_threadpool(overlay_png, p.image, p.box, maps[0])  # off the event loop
+        return Response(png, media_type="image/png")
+    best = [row[0] for row in top_k(outputs[LOGITS], 1, manifest.labels)]
+    results = [
+        AttentionMap(attention=m.tolist(), prediction=b) for m, b in zip(maps, best, strict=True)
+    ]
+    return AttentionResponse(model=_ref(manifest), grid=(manifest.grid,) * 2, results=results)
+
+
+@inference.get("/model", responses=error_responses(401), summary="The model being served and how")
+async def model(runtime: RuntimeDep) -> ModelInfo:
+    m, s = runtime.manifest, runtime.settings
+    return ModelInfo(
+        name=m.name,
+        version=m.version,
+        labels=m.labels,
+        image_size=m.image_size,
+        patch_size=m.patch_size,
+        grid=m.grid,
+        dim=m.dim,
+        layers=m.depth,
+        heads=m.heads,
+        precision=m.precision,
+        graphs=list(m.graphs),
+        providers=runtime.engine.providers,
+        preprocess=m.preprocess.model_dump(),
+        batching=Batching(
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue_images=s.max_queue_images,
+            max_images_per_request=s.max_images_per_request,
+            request_timeout_s=s.request_timeout_s,
+        ),
+    )

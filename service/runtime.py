@@ -1,0 +1,124 @@
+"""The service at run time: one typed object holding what a request needs, and the one readiness
+state every health answer is read from.
+
+    starting ──start()──▶ warming ──every graph × batch size ran──▶ ready ──close()──▶ draining
+        │                    │                                        │                  │
+        │                    └── warm-up raised ──▶ failed ◀── the batch worker died     ▼
+        └── (the bundle or the sessions could not be opened: nothing to serve)        stopped
+
+`failed` is final: /healthz turns 503 so the orchestrator restarts the instance. Every other
+phase but `ready` makes /readyz 503 with the reason, so a load balancer sends nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from service.batcher import Batcher
+from service.bundle import BundleManifest, load_bundle
+from service.engine import Engine
+from service.images import Preprocessor
+from service.metrics import Metrics
+from service.pipeline import Pipeline
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["starting", "warming", "ready", "draining", "stopped", "failed"]
+
+
+class Runtime:
+    """Built in the app's lifespan; `start` warms up in the background, `close` drains."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, engine: Engine | None = None) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.manifest: BundleManifest = engine.manifest if engine else load_bundle(settings.bundle)
+        self.engine = engine or Engine(settings.bundle, self.manifest, settings.providers)
+        self.batcher = Batcher(
+            self.engine.run,
+            graphs=self.manifest.graphs,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue_images=settings.max_queue_images,
+            metrics=metrics,
+            on_death=lambda: self._fail("the batch worker has stopped"),
+        )
+        self._executor = ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
+        preprocessor = Preprocessor(
+            self.manifest.preprocess, self.manifest.image_size, settings.max_image_pixels
+        )
+        self.pipeline = Pipeline(preprocessor, self.batcher, self._executor, metrics)
+        self.phase: Phase = "starting"
+        self._reason = ""  # why `failed`
+        self._warmed = 0  # graph × batch-size runs done
+        self._stop = threading.Event()
+        self._warm_thread = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
+        m = self.manifest
+        metrics.model_info.labels(m.name, m.version, self.engine.provider, m.precision).set(1)
+
+    # -- readiness --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    @property
+    def alive(self) -> bool:
+        """False only when this instance cannot recover: it needs a restart."""
+        return self.phase != "failed"
+
+    def status(self) -> str:
+        """Why the instance is not ready (or "ready")."""
+        total = len(self.engine.sessions) * self.settings.max_batch_size
+        return {
+            "starting": "the service is starting",
+            "warming": f"warming up: {self._warmed} of {total} graph × batch-size runs",
+            "ready": "ready",
+            "draining": "the service is shutting down",
+            "stopped": "the service is shutting down",
+            "failed": f"{self._reason}; this instance needs a restart",
+        }[self.phase]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.phase = "warming"
+        self._warm_thread.start()
+        m = self.manifest
+        log.info(
+            "serving %s v%s (%s, %s) from %s",
+            m.name, m.version, m.precision, self.engine.provider, self.settings.bundle,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Stop warming, run what is queued (at most drain_timeout_s), then stop."""
+        if self.phase != "failed":
+            self.phase = "draining"
+        timeout = self.settings.drain_timeout_s
+        self._stop.set()
+        self._warm_thread.join(timeout)
+        self.batcher.close(timeout=timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.phase != "failed":
+            self.phase = "stopped"
+
+    def _warm_up(self) -> None:
+        """Every graph at every batch size, then the batcher opens: no request pays for a
+        first-call allocation or a CUDA kernel choice."""
+        try:
+            if self.engine.warm_up(self.settings.max_batch_size, self._stop, self._progress):
+                self.batcher.start()
+                if self.phase == "warming":
+                    self.phase = "ready"
+        except Exception:
+            log.exception("warm-up failed; the service will not become ready")
+            self._fail("warm-up failed (see the log)")
+
+    def _progress(self, done: int, total: int) -> None:
+        self._warmed = done
+
+    def _fail(self, reason: str) -> None:
+        self._reason, self.phase = reason, "failed"

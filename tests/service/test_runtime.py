@@ -1,0 +1,68 @@
+"""The runtime's one readiness state, on a real bundle and real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from service.bundle import load_bundle
+from service.engine import Engine
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+class WarmUpFails(Engine):
+    def warm_up(self, *args: object, **kwargs: object) -> bool:
+        raise RuntimeError("out of device memory")
+
+
+class WarmUpBlocks(Engine):
+    """Warm-up that waits until the test lets it go: the `warming` phase, held still."""
+
+    release = threading.Event()
+
+    def warm_up(self, max_batch_size: int, stop: threading.Event, progress=None) -> bool:  # type: ignore[no-untyped-def]
+        self.release.wait(30)
+        return super().warm_up(max_batch_size, stop, progress)
+
+
+@pytest.fixture
+def settings(tiny_bundle: Path) -> Settings:
+    return Settings(bundle=tiny_bundle, providers="cpu", max_batch_size=2, drain_timeout_s=5)
+
+
+def test_phases_run_starting_warming_ready_then_stopped(settings: Settings) -> None:
+    engine = WarmUpBlocks(settings.bundle, load_bundle(settings.bundle), "cpu")
+    runtime = Runtime(settings, Metrics(), engine)
+    assert (runtime.phase, runtime.ready, runtime.alive) == ("starting", False, True)
+    runtime.start()
+    assert runtime.phase == "warming" and runtime.status().startswith("warming up: 0 of 4")
+    engine.release.set()
+    wait_for(lambda: runtime.ready)
+    assert runtime.status() == "ready" and runtime.batcher.alive
+    runtime.close()
+    assert (runtime.phase, runtime.ready, runtime.alive) == ("stopped", False, True)
+    assert runtime.status() == "the service is shutting down"
+
+
+def test_a_failed_warm_up_is_final_and_says_restart(settings: Settings) -> None:
+    engine = WarmUpFails(settings.bundle, load_bundle(settings.bundle), "cpu")
+    runtime = Runtime(settings, Metrics(), engine)
+    runtime.start()
+    wait_for(lambda: runtime.phase == "failed")
+    assert not runtime.alive and not runtime.ready
+    assert runtime.status() == "warm-up failed (see the log); this instance needs a restart"
+    runtime.close()
+    assert runtime.phase == "failed"  # closing does not make a failed instance look healthy

@@ -19,8 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.deps import api_key_guard
-from service.engine import Engine
+from service.connections import RequestGuard
+from service.deps import api_key_guard, known_query_only
 from service.errors import (
     InternalError,
     InvalidParameter,
@@ -31,7 +31,7 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.middleware import RequestMetrics
-from service.routes import inference, operations
+from service.routes import docs, inference, operations
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -46,26 +46,38 @@ Send images as **multipart/form-data** file parts, as a raw **image/\\*** body, 
 """
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """The service for settings, over `engine` if given (else the lifespan opens one)."""
-    metrics = Metrics()
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """The service for settings, over `runtime` if given (else the lifespan builds one)."""
+    metrics = runtime.metrics if runtime else Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
-        runtime = Runtime(settings, metrics, engine)
-        runtime.start()
+        running = runtime or Runtime(settings, metrics)
+        running.start()
         try:
-            yield {"runtime": runtime}
+            yield {"runtime": running}
         finally:
-            runtime.close()
+            running.close()
 
     app = FastAPI(
-        title="vit-service", version=_version(), description=DESCRIPTION, lifespan=lifespan
+        title="vit-service",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by routes/docs.py: offline, and behind the key when there is one
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(known_query_only)],
+    )
+    # The last added runs first: metrics see every answer, the guard's refusals included.
+    app.add_middleware(
+        RequestGuard, max_concurrent=settings.max_concurrent_requests, metrics=metrics
     )
     app.add_middleware(RequestMetrics, metrics=metrics)
     _add_error_handler(app, metrics)
     guard = [Depends(api_key_guard(settings.api_key))] if settings.api_key else []
     app.include_router(inference, dependencies=guard)
+    app.include_router(docs, dependencies=[] if settings.public_docs else guard)
     app.include_router(operations)
     return app
 

@@ -9,14 +9,20 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service.app import create_app
 from service.bundle import BundleError, load_bundle
+from service.connections import connection_cap, guarded_h11, raise_fd_limit
 from service.engine import Engine, EngineError
+from service.metrics import Metrics
+from service.runtime import Runtime
 from service.settings import Settings, describe, unknown_variables
 
 log = logging.getLogger("service")
@@ -43,18 +49,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineError as e:
         print(f"vit-serve: invalid setting providers (--providers): {e}", file=sys.stderr)
         return 2
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-            server_header=False,
-        )
-    )
+    runtime = Runtime(settings, Metrics(), engine)
+    server = DrainingServer(_config(settings, create_app(settings, runtime)), runtime)
     server.run()
     return 0 if server.started else 3
+
+
+def _config(settings: Settings, app: FastAPI) -> uvicorn.Config:
+    fd_limit = raise_fd_limit()
+    max_connections = connection_cap(settings.max_connections, fd_limit)
+    if max_connections < settings.max_connections:
+        log.warning(
+            "max_connections lowered to %d: the process may open %d files",
+            max_connections,
+            fd_limit,
+        )
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=guarded_h11(settings.header_timeout_s, max_connections),
+        timeout_keep_alive=math.ceil(settings.keep_alive_s),
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        server_header=False,
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM/SIGINT, /readyz turns 503 at once and the listener stays open for
+    drain_delay_s, so a load balancer sees the instance leave before connections are refused;
+    then uvicorn's own graceful shutdown. A second signal skips the wait."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+        self._signalled = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        delay = self._runtime.settings.drain_delay_s
+        if self._signalled or not delay or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self._signalled = True
+        self._runtime.begin_drain()
+        log.info("draining: /readyz says 503; closing the listener in %.1f s", delay)
+        threading.Timer(delay, super().handle_exit, (sig, frame)).start()
 
 
 if __name__ == "__main__":

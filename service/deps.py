@@ -7,22 +7,51 @@ All async: FastAPI runs a plain `def` dependency in its thread pool, a thread ho
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from service.errors import NotReady, RequestTimeout, Unauthorized
+from service.errors import InvalidParameter, NotReady, RequestTimeout, Unauthorized
 from service.inputs import Limits, media_type, read_images
 from service.middleware import record_batch
 from service.pipeline import Outcome
 from service.runtime import Runtime
 
 WATCH_AFTER_S = 0.05  # a client that leaves is noticed after at most this long in the queue
+
+
+async def known_query_only(request: Request) -> None:
+    """An unknown query parameter (`?topk=2` for `top_k`) is a 422 naming the known ones, not
+    silently ignored: the client would get an answer to a question it did not ask."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    known = _query_names(route)
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        takes = ", ".join(sorted(known)) if known else "no query parameters"
+        raise InvalidParameter(
+            f"unknown query parameter {unknown[0]!r}; {route.path} takes {takes}"
+        )
+
+
+@functools.cache
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The aliases of every query parameter the route and its dependencies declare."""
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        names.update(p.alias for p in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    return frozenset(names)
 
 
 async def _runtime(request: Request) -> Runtime:

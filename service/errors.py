@@ -3,6 +3,7 @@
     ServiceError                      500 internal (base)
     ├── InvalidImage                  400 invalid_image
     ├── EmptyBody                     400 empty_body
+    ├── MalformedRequest              400 malformed_request
     ├── Unauthorized                  401 unauthorized
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
@@ -73,6 +74,12 @@ class InvalidImage(ServiceError):
 
 class EmptyBody(ServiceError):
     code = "empty_body"
+
+
+class MalformedRequest(ServiceError):
+    """HTTP framing the service will not guess at (both Content-Length and Transfer-Encoding)."""
+
+    code = "malformed_request"
 
 
 class Unauthorized(ServiceError):
@@ -160,6 +167,7 @@ STATUS: dict[type[ServiceError], int] = {
     ServiceError: 500,
     InvalidImage: 400,
     EmptyBody: 400,
+    MalformedRequest: 400,
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,

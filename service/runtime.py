@@ -1,7 +1,7 @@
 """The service at run time: one typed object holding what a request needs, and the one readiness
 state every health answer is read from.
 
-    starting ──start()──▶ warming ──every graph × batch size ran──▶ ready ──close()──▶ draining
+    starting ──start()──▶ warming ──every graph × batch size ran──▶ ready ──SIGTERM──▶ draining
         │                    │                                        │                  │
         │                    └── warm-up raised ──▶ failed ◀── the batch worker died     ▼
         └── (the bundle or the sessions could not be opened: nothing to serve)        stopped
@@ -93,10 +93,14 @@ class Runtime:
             m.name, m.version, m.precision, self.engine.provider, self.settings.bundle,
         )  # fmt: skip
 
-    def close(self) -> None:
-        """Stop warming, run what is queued (at most drain_timeout_s), then stop."""
+    def begin_drain(self) -> None:
+        """Say not-ready from now on (SIGTERM); work already accepted or still arriving runs."""
         if self.phase != "failed":
             self.phase = "draining"
+
+    def close(self) -> None:
+        """Stop warming, run what is queued (at most drain_timeout_s), then stop."""
+        self.begin_drain()
         timeout = self.settings.drain_timeout_s
         self._stop.set()
         self._warm_thread.join(timeout)

@@ -66,6 +66,27 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         30, ge=0, le=3600, description="on SIGTERM, how long queued work may take to finish"
     )
+    # A load balancer needs a moment to see /readyz fail before the listener goes away.
+    drain_delay_s: float = Field(
+        3,
+        ge=0,
+        le=600,
+        description="on SIGTERM, how long /readyz says 503 before the listener closes",
+    )
+    public_docs: bool = Field(
+        False, description="with an API key: serve /docs, /redoc and /openapi.json without it"
+    )
+    # -- connections (service/connections.py): nothing a client holds open is free
+    max_connections: int = Field(
+        1000, ge=1, description="open connections; one more is answered 429 and closed"
+    )
+    max_concurrent_requests: int = Field(
+        256, ge=1, description="requests handled at once (probes and /metrics exempt); then 429"
+    )
+    header_timeout_s: float = Field(
+        10, gt=0, le=600, description="a request line + headers must arrive within this"
+    )
+    keep_alive_s: float = Field(5, gt=0, le=600, description="idle keep-alive connections close")
 
     @field_validator("bundle")
     @classmethod

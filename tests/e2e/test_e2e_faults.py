@@ -19,6 +19,8 @@ from PIL import Image
 from service.app import create_app
 from service.bundle import load_bundle
 from service.engine import Engine
+from service.metrics import Metrics
+from service.runtime import Runtime
 from service.settings import Settings
 
 WHITE = Image.new("RGB", (40, 40), (255, 255, 255))
@@ -61,7 +63,7 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_service_carries_on(
     engine = Faulty(tiny_bundle, RuntimeError("CUDA error at /secret/kernel.cu:42"))
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     fine = [png(Image.new("RGB", (40, 40), (30 * i, 0, 0))) for i in range(1, 7)]
-    with serve_in_thread(create_app(settings, engine)) as url:
+    with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
         failed = asyncio.run(post_all(url, [png(WHITE), fine[0], fine[1]]))  # one full batch
         assert [a.status_code for a in failed] == [500, 500, 500]
         for answer in failed:
@@ -82,7 +84,7 @@ def test_a_dead_worker_fails_the_waiting_turns_unready_and_hangs_no_one(tiny_bun
     engine = Faulty(tiny_bundle, Fatal())
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     others = [png(Image.new("RGB", (40, 40), (0, 90 * i, 0))) for i in range(1, 3)]
-    with serve_in_thread(create_app(settings, engine)) as url:
+    with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
         answers = asyncio.run(post_all(url, [png(WHITE), *others]))
         assert [a.status_code for a in answers] == [500, 500, 500]  # every one answered

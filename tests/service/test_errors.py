@@ -19,6 +19,7 @@ from service.errors import (
 EXPECTED = {  # the public contract: code → status
     "invalid_image": 400,
     "empty_body": 400,
+    "malformed_request": 400,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,

@@ -103,8 +103,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __init__(self, samples: Sequence[Sample], config: ViTConfig) -> None:
         self.samples = list(samples)
-        self.config = config
-        self.prepare = preprocessor(config)
+        self.prepare = preprocessor(config)  # the service's decode + transform, for this model
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -36,9 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from model_export.checkpoints import load_checkpoint  # noqa: E402
 from model_export.export_graphs import (  # noqa: E402
-    EXPLAIN_OUTPUTS,
-    FAST_OUTPUTS,
-    INPUT,
     ExplainGraph,
     FastGraph,
     Graph,
@@ -48,7 +45,7 @@ from model_export.export_graphs import (  # noqa: E402
     to_fp16,
 )
 from model_export.model import ViT, preset  # noqa: E402
-from service.bundle import EXPLAIN, FAST, MANIFEST, load_bundle  # noqa: E402
+from service.bundle import EXPLAIN, FAST, INPUT, MANIFEST, OUTPUTS, load_bundle  # noqa: E402
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 MIN_ROUNDS = 3
@@ -100,7 +97,7 @@ def demo_cases(bundle: Path, checkpoint: Path) -> Iterator[Case]:
     name, size = f"{manifest.name} ({bundle})", manifest.image_size
     if checkpoint.exists():
         model = load_checkpoint(checkpoint)
-        plain = ir.to_proto(export_graph(FastGraph(model), size, FAST_OUTPUTS))
+        plain = ir.to_proto(export_graph(FastGraph(model), size, OUTPUTS[FAST]))
         yield Case(name, "unoptimised", plain, size)
     for role in (FAST, EXPLAIN):
         yield Case(name, role, onnx.load(bundle / manifest.graphs[role].file), size)
@@ -111,10 +108,10 @@ def vit_b16_cases() -> Iterator[Case]:
     torch.manual_seed(0)
     model = ViT(preset("vit-b16")).eval()
     name = "random ViT-B/16 (86M params, 224 px)"
-    plain = export_graph(FastGraph(model), 224, FAST_OUTPUTS)
+    plain = export_graph(FastGraph(model), 224, OUTPUTS[FAST])
     yield Case(name, "unoptimised", ir.to_proto(plain), 224)  # a copy: fusion rewrites in place
     yield Case(name, "fast", fuse_for_ort(plain).proto, 224)
-    explain = fuse_for_ort(export_graph(ExplainGraph(model), 224, EXPLAIN_OUTPUTS))
+    explain = fuse_for_ort(export_graph(ExplainGraph(model), 224, OUTPUTS[EXPLAIN]))
     yield Case(name, "explain", explain.proto, 224)
 
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from service.bundle import load_bundle  # noqa: E402
+from service.bundle import FAST, INPUT, LOGITS, load_bundle  # noqa: E402
 from service.images import Preprocessor  # noqa: E402
 from service.outputs import top_k  # noqa: E402
 
@@ -29,14 +29,14 @@ from service.outputs import top_k  # noqa: E402
 def create_app(bundle: Path) -> FastAPI:
     manifest = load_bundle(bundle)
     session = ort.InferenceSession(
-        str(bundle / manifest.graphs["fast"].file), providers=["CPUExecutionProvider"]
+        str(bundle / manifest.graphs[FAST].file), providers=["CPUExecutionProvider"]
     )
     prepare = Preprocessor(manifest.preprocess, manifest.image_size, 40_000_000)
     app = FastAPI()
 
     def predict(data: bytes) -> list[dict[str, object]]:
         pixels = prepare(data).pixels[None]  # (1, 3, S, S)
-        (logits,) = session.run(["logits"], {"pixels": pixels})
+        (logits,) = session.run([LOGITS], {INPUT: pixels})
         return [p.model_dump() for p in top_k(logits, 5, manifest.labels)[0]]
 
     @app.post("/classify")
@@ -49,7 +49,7 @@ def create_app(bundle: Path) -> FastAPI:
         return {"status": "ready"}
 
     predict_warm = np.zeros((1, 3, manifest.image_size, manifest.image_size), np.float32)
-    session.run(["logits"], {"pixels": predict_warm})
+    session.run([LOGITS], {INPUT: predict_warm})
     return app
 
 

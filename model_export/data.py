@@ -2,13 +2,13 @@
 
 Class names are the sorted sub-folder names (their order is the head order). Every file is test-
 decoded once when the folder is scanned, so an unreadable image is skipped and counted up front
-instead of failing a batch an hour into training. Preprocessing follows the model's ViTConfig:
-the same mean, std, interpolation and resize mode that travel with the weights into the bundle.
+instead of failing a batch an hour into training. Scan and dataset decode and transform through the
+service's own code (model_export.preprocessing), configured from the model's ViTConfig: a file is
+trained on exactly as it would be served.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,20 +18,16 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model_export.model import ViTConfig
+from model_export.preprocessing import TRAINING_MAX_PIXELS, preprocessor
+from service.errors import ServiceError
+from service.images import decode
 
 Sample = tuple[Path, int]  # (image path, class index)
 Augment = Literal["none", "flip", "dihedral"]
 AUGMENTS: tuple[Augment, ...] = ("none", "flip", "dihedral")
-
-_RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
 
 
 class DataError(ValueError):
@@ -102,30 +98,12 @@ def split(
     return train, val
 
 
-def preprocess(image: Image.Image, config: ViTConfig) -> np.ndarray:
-    """PIL image → (3, S, S) float32, resized and normalised as config says (timm's eval path)."""
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    size, resample = config.image_size, _RESAMPLE[config.interpolation]
-    if config.resize_mode == "squash":
-        image = image.resize((size, size), resample)
-    else:  # crop: shorter side to size / crop_pct, then the centre size×size
-        short = math.floor(size / config.crop_pct)
-        scale = short / min(image.size)
-        w, h = (max(short, round(side * scale)) for side in image.size)
-        image = image.resize((w, h), resample)
-        left, top = round((w - size) / 2), round((h - size) / 2)
-        image = image.crop((left, top, left + size, top + size))
-    x = np.asarray(image, np.float32) / 255.0  # (S, S, 3) in [0, 1]
-    normalised = (x - np.asarray(config.mean, np.float32)) / np.asarray(config.std, np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))  # (3, S, S)
-
-
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Samples decoded and preprocessed on demand: (3, S, S) float32 and the class index."""
 
     def __init__(self, samples: Sequence[Sample], config: ViTConfig) -> None:
         self.samples = list(samples)
-        self.config = config
+        self.prepare = preprocessor(config)  # the service's decode + transform, for this model
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -133,9 +111,8 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            with Image.open(path) as image:
-                x = preprocess(image, self.config)
-        except OSError as e:  # it decoded during the scan, so the file changed since
+            x = self.prepare(path.read_bytes()).pixels  # (3, S, S)
+        except (OSError, ServiceError) as e:  # it decoded during the scan: the file changed since
             raise DataError(f"{path}: no longer readable ({e})") from e
         return torch.from_numpy(x), label
 
@@ -197,10 +174,9 @@ def _visible(path: Path) -> bool:
 
 
 def _readable(path: Path) -> bool:
+    """Whether the dataset will be able to use the file: the serving decoder's own verdict."""
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", (1, 1))  # JPEG: decode at 1/8 scale; still reads every byte
-            image.load()
+        decode(path.read_bytes(), TRAINING_MAX_PIXELS)
         return True
-    except Exception:  # any decoder failure (PIL raises many types) means "skip this file"
+    except (OSError, ServiceError):  # unreadable, not an image, too large: skip and count it
         return False

@@ -23,8 +23,6 @@ from model_export import checkpoints
 from model_export.checkpoints import CheckpointError
 from model_export.export_check import check_pixels, validate
 from model_export.export_graphs import (
-    EXPLAIN_OUTPUTS,
-    FAST_OUTPUTS,
     ExplainGraph,
     ExportError,
     FastGraph,
@@ -34,15 +32,16 @@ from model_export.export_graphs import (
 )
 from model_export.export_manifest import graph_spec, source_sha256, tool_versions
 from model_export.model import ViT
+from model_export.preprocessing import bundle_preprocess
 from service.bundle import (
     EXPLAIN,
     FAST,
     MANIFEST,
+    OUTPUTS,
     BundleManifest,
     GraphSpec,
     GraphValidation,
     Precision,
-    Preprocess,
     Role,
     Source,
     load_bundle,
@@ -105,11 +104,9 @@ def _build(
     pixels = check_pixels(config, check_images)  # (64, 3, S, S) float32
     graphs: dict[Role, GraphSpec] = {}
     validation: dict[Role, GraphValidation] = {}
-    roles: tuple[tuple[Role, nn.Module, tuple[str, ...]], ...] = (
-        (FAST, FastGraph(model), FAST_OUTPUTS),
-        (EXPLAIN, ExplainGraph(model), EXPLAIN_OUTPUTS),
-    )
-    for role, module, outputs in roles:
+    modules: dict[Role, nn.Module] = {FAST: FastGraph(model), EXPLAIN: ExplainGraph(model)}
+    for role, module in modules.items():
+        outputs = OUTPUTS[role]
         graph = fuse_for_ort(export_graph(module, config.image_size, outputs))
         if role == FAST and graph.fused_attention < config.depth:
             raise ExportError(
@@ -133,13 +130,7 @@ def _build(
         dim=config.dim,
         depth=config.depth,
         heads=config.heads,
-        preprocess=Preprocess(
-            mean=config.mean,
-            std=config.std,
-            interpolation=config.interpolation,
-            resize_mode=config.resize_mode,
-            crop_pct=config.crop_pct,
-        ),
+        preprocess=bundle_preprocess(config),
         precision=precision,
         graphs=graphs,
         source=source,

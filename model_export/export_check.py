@@ -1,8 +1,10 @@
 """The exporter's self-check: ONNX Runtime on the CPU provider against PyTorch, same pixels.
 
 Images are both random noise and pictures (model_export.shapes), because noise alone keeps every
-activation in a narrow band that real inputs leave. Every image runs through ORT at
-batch 32; a prefix also at batches 3 and 1, which exercises the dynamic batch axis.
+activation in a narrow band that real inputs leave; both go through the service's transform with the
+bundle's own preprocessing (crop or squash), so the check sees the pixels requests will. Every image
+runs through ORT at batch 32; a prefix also at batches 3 and 1, which exercises the dynamic batch
+axis.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from PIL import Image
 from torch import nn
 
-from model_export.export_graphs import INPUT, ExportError
+from model_export.export_graphs import ExportError
 from model_export.model import ViTConfig
+from model_export.preprocessing import array_pixels
 from model_export.shapes import CLASSES, draw_shape
-from service.bundle import GraphValidation, OutputError, Precision
+from service.bundle import EMBEDDING, INPUT, LOGITS, GraphValidation, OutputError, Precision
 
 BATCH_SIZES = (1, 3, 32)
 SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
@@ -27,12 +29,6 @@ FP32_MAX_REL = 1e-4
 FP16_MIN_TOP1 = 0.99
 FP16_MIN_COSINE = 0.999
 MIN_DRAW_SIZE = 32  # pictures are drawn at least this big, then resized like any input
-
-_RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
 
 
 class CheckFailed(ExportError):
@@ -51,35 +47,32 @@ def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
     return list(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
 
 
-def preprocess(images: Sequence[np.ndarray], config: ViTConfig) -> np.ndarray:
-    """(H, W, 3) uint8 images of any size → (B, 3, S, S) float32, squashed and normalised."""
-    size = config.image_size
-    resample = _RESAMPLE[config.interpolation]
-    resized = [Image.fromarray(im).convert("RGB").resize((size, size), resample) for im in images]
-    batch = np.stack([np.asarray(im) for im in resized])  # (B, S, S, 3)
-    x = batch.astype(np.float32) / np.float32(255)
-    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
-
-
 def check_pixels(config: ViTConfig, images: Sequence[np.ndarray] | None) -> np.ndarray:
     """Interleaved noise and pictures, 64 in all unless the caller brings its own pictures."""
     pictures = list(images) if images else draw_images(32, config.image_size)
     noise = noise_images(len(pictures), config.image_size)
     mixed = [im for pair in zip(noise, pictures, strict=True) for im in pair]
-    return preprocess(mixed, config)
+    return array_pixels(mixed, config)  # (B, 3, S, S)
+
+
+Outputs = dict[str, np.ndarray]  # output name → (B, ...)
 
 
 @torch.no_grad()
-def torch_outputs(module: nn.Module, pixels: np.ndarray, batch: int = 32) -> list[np.ndarray]:
+def torch_outputs(
+    module: nn.Module, pixels: np.ndarray, names: Sequence[str], batch: int = 32
+) -> Outputs:
+    """The module returns its outputs in the order `names` lists them (the graph's order)."""
     chunks = [module(torch.from_numpy(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
-    return [torch.cat([c[j] for c in chunks]).numpy() for j in range(len(chunks[0]))]
+    return {n: torch.cat([c[j] for c in chunks]).numpy() for j, n in enumerate(names)}
 
 
-def ort_outputs(session: ort.InferenceSession, pixels: np.ndarray, batch: int) -> list[np.ndarray]:
+def ort_outputs(
+    session: ort.InferenceSession, pixels: np.ndarray, names: Sequence[str], batch: int
+) -> Outputs:
     starts = range(0, len(pixels), batch)
-    chunks = [session.run(None, {INPUT: pixels[i : i + batch]}) for i in starts]
-    return [np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0]))]
+    chunks = [session.run(list(names), {INPUT: pixels[i : i + batch]}) for i in starts]
+    return {n: np.concatenate([c[j] for c in chunks]) for j, n in enumerate(names)}
 
 
 def validate(
@@ -91,19 +84,19 @@ def validate(
 ) -> GraphValidation:
     """Run the graph on ORT's CPU provider at every batch size; raise CheckFailed on drift."""
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = torch_outputs(module, pixels)
+    expected = torch_outputs(module, pixels, output_names)
     errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
     top1, cosine = 1.0, 1.0
     for batch in BATCH_SIZES:
         subset = pixels if batch == max(BATCH_SIZES) else pixels[:SMALL_BATCH_IMAGES]
-        got = ort_outputs(session, subset, batch)
-        for name, a, b in zip(output_names, got, expected, strict=True):
-            b = b[: len(a)]
+        got = ort_outputs(session, subset, output_names, batch)
+        for name in output_names:
+            a, b = got[name], expected[name][: len(subset)]
             abs_err = float(np.abs(a - b).max())
             rel_err = abs_err / max(float(np.abs(b).max()), 1e-12)
             errors[name] = [max(errors[name][0], abs_err), max(errors[name][1], rel_err)]
-        top1 = min(top1, _top1_agreement(got[0], expected[0]))
-        cosine = min(cosine, _min_cosine(got[1], expected[1]))
+        top1 = min(top1, _top1_agreement(got[LOGITS], expected[LOGITS]))
+        cosine = min(cosine, _min_cosine(got[EMBEDDING], expected[EMBEDDING]))
     result = GraphValidation(
         batch_sizes=list(BATCH_SIZES),
         images=len(pixels),

@@ -1,8 +1,9 @@
 """The two ONNX graphs of a bundle and how they are made: export, ORT fusion, float16.
 
 FAST    pixels (B, 3, H, W) → logits (B, K), embedding (B, D); attention fused into one kernel.
-EXPLAIN the same plus rollout (B, N) and cls_attention (B, heads, N), N = patches, computed inside
-        the graph so no (L, heads, N+1, N+1) tensor ever crosses the session boundary.
+EXPLAIN the same plus rollout (B, N), N = patches, computed inside the graph so no
+        (L, heads, N+1, N+1) tensor ever crosses the session boundary.
+The tensor names and which role answers which are service.bundle's (INPUT, OUTPUTS).
 
 Exporter choice: torch.onnx's dynamo exporter. Its graph spells scaled_dot_product_attention as
 MatMul → Softmax → MatMul with the scale split over q and k, which onnxscript's ORT fusion rules
@@ -42,11 +43,9 @@ from onnxscript.rewriter.ort_fusions.skip_normalization import fuse_skip_layer_n
 from torch import nn
 
 from model_export.model import ViT
+from service.bundle import INPUT
 
 OPSET = 18  # >= 17 for LayerNormalization; 18 is the dynamo exporter's native opset
-INPUT = "pixels"
-FAST_OUTPUTS = ("logits", "embedding")
-EXPLAIN_OUTPUTS = ("logits", "embedding", "rollout", "cls_attention")
 FUSED_ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention"})  # com.microsoft kernels
 MS_DOMAIN = "com.microsoft"
 
@@ -59,7 +58,7 @@ class ExportError(ValueError):
 
 
 class FastGraph(nn.Module):
-    """ViT → (logits, embedding): the serving graph."""
+    """ViT → (logits, embedding), the order of OUTPUTS[FAST]: the serving graph."""
 
     def __init__(self, vit: ViT) -> None:
         super().__init__()
@@ -71,7 +70,7 @@ class FastGraph(nn.Module):
 
 
 class ExplainGraph(nn.Module):
-    """ViT(attention=True) → (logits, embedding, rollout, cls_attention)."""
+    """ViT(attention=True) → (logits, embedding, rollout), the order of OUTPUTS[EXPLAIN]."""
 
     def __init__(self, vit: ViT) -> None:
         super().__init__()
@@ -82,8 +81,7 @@ class ExplainGraph(nn.Module):
         weights = out.attentions  # (B, L, H, T, T), T = N + 1 tokens with [CLS] first
         assert weights is not None
         rollout = attention_rollout(weights)[:, 0, 1:]  # (B, N): [CLS] row over the patches
-        cls_attention = weights[:, -1, :, 0, 1:]  # (B, H, N): last layer, [CLS] → patches
-        return out.logits, out.embedding, rollout, cls_attention
+        return out.logits, out.embedding, rollout
 
 
 def attention_rollout(weights: torch.Tensor) -> torch.Tensor:

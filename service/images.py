@@ -1,8 +1,10 @@
-"""Bytes → checked, decoded, resized, normalised pixels: what a request's image becomes before it
-joins a batch. Runs in the preprocessing thread pool (PIL and numpy release the GIL).
+"""THE image transform: bytes → checked, decoded, resized, normalised pixels. A request's image
+becomes this before it joins a batch (in the preprocessing thread pool: PIL and numpy release the
+GIL); training (model_export.data) and the exporter's parity check call the same functions, so
+the model is trained, checked and served on identical pixels.
 
-Preprocessing is the bundle's (model.json "preprocess"), done the way the training code's eval path
-does it (timm's): squash straight to S×S, or resize the shorter side to floor(S / crop_pct) and take
+Preprocessing is the bundle's (model.json "preprocess"), done the way timm's eval transform does
+it: squash straight to S×S, or resize the shorter side to floor(S / crop_pct) and take
 the centre S×S; then x / 255, minus mean, over std.
 """
 
@@ -41,35 +43,45 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Preprocessor:
+    """The bundle's preprocessing, bound: what serving calls on a request's bytes and training on
+    a file's bytes, so both decode and transform through the same lines."""
+
     preprocess: Preprocess
     image_size: int  # S
     max_pixels: int
 
     def __call__(self, data: bytes, keep_image: bool = False) -> Prepared:
         image = decode(data, self.max_pixels)
-        resized, box = self._resize(image)
-        pixels = self._normalise(resized)
+        pixels, box = transform(image, self.preprocess, self.image_size)
         return Prepared(pixels, image if keep_image else None, box)
 
-    def _resize(self, image: Image.Image) -> tuple[Image.Image, Box]:
-        s, p = self.image_size, self.preprocess
-        resample = _RESAMPLE[p.interpolation]
-        w, h = image.size
-        if p.resize_mode == "squash":
-            return image.resize((s, s), resample), (0.0, 0.0, float(w), float(h))
-        short = math.floor(s / p.crop_pct)
-        scale = short / min(w, h)
-        rw, rh = (max(short, round(side * scale)) for side in (w, h))
-        left, top = round((rw - s) / 2), round((rh - s) / 2)
-        cropped = image.resize((rw, rh), resample).crop((left, top, left + s, top + s))
-        sx, sy = rw / w, rh / h  # resized pixels per original pixel
-        return cropped, (left / sx, top / sy, (left + s) / sx, (top + s) / sy)
 
-    def _normalise(self, image: Image.Image) -> np.ndarray:
-        p = self.preprocess
-        x: np.ndarray = np.asarray(image, np.float32) / np.float32(255)  # (S, S, 3) in [0, 1]
-        x = (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, S, S)
+def transform(image: Image.Image, preprocess: Preprocess, size: int) -> tuple[np.ndarray, Box]:
+    """An upright RGB image (what `decode` returns) → ((3, S, S) float32 pixels, the box it saw)."""
+    if image.mode != "RGB":
+        raise ValueError(f"transform takes RGB images (decode's output), not {image.mode}")
+    resized, box = _resize(image, preprocess, size)
+    return _normalise(resized, preprocess), box
+
+
+def _resize(image: Image.Image, p: Preprocess, s: int) -> tuple[Image.Image, Box]:
+    resample = _RESAMPLE[p.interpolation]
+    w, h = image.size
+    if p.resize_mode == "squash":
+        return image.resize((s, s), resample), (0.0, 0.0, float(w), float(h))
+    short = math.floor(s / p.crop_pct)
+    scale = short / min(w, h)
+    rw, rh = (max(short, round(side * scale)) for side in (w, h))
+    left, top = round((rw - s) / 2), round((rh - s) / 2)
+    cropped = image.resize((rw, rh), resample).crop((left, top, left + s, top + s))
+    sx, sy = rw / w, rh / h  # resized pixels per original pixel
+    return cropped, (left / sx, top / sy, (left + s) / sx, (top + s) / sy)
+
+
+def _normalise(image: Image.Image, p: Preprocess) -> np.ndarray:
+    x: np.ndarray = np.asarray(image, np.float32) / np.float32(255)  # (S, S, 3) in [0, 1]
+    x = (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, S, S)
 
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:

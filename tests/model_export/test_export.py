@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,14 +14,13 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
 
 from model_export import export as export_module
 from model_export.checkpoints import NATIVE_WEIGHTS, save_native
 from model_export.export import export_bundle, main, source_sha256
-from model_export.export_check import CheckFailed, draw_images, preprocess, validate
+from model_export.export_check import CheckFailed, check_pixels, draw_images, validate
 from model_export.export_graphs import (
-    EXPLAIN_OUTPUTS,
-    FAST_OUTPUTS,
     ExportError,
     FastGraph,
     Graph,
@@ -28,7 +28,21 @@ from model_export.export_graphs import (
     export_graph,
 )
 from model_export.model import ViT, ViTConfig
-from service.bundle import EXPLAIN, FAST, BundleError, BundleManifest, load_bundle, sha256_file
+from model_export.preprocessing import array_pixels, bundle_preprocess
+from service.bundle import (
+    EMBEDDING,
+    EXPLAIN,
+    FAST,
+    INPUT,
+    LOGITS,
+    OUTPUTS,
+    ROLLOUT,
+    BundleError,
+    BundleManifest,
+    load_bundle,
+    sha256_file,
+)
+from service.images import Preprocessor
 
 TINY = ViTConfig(
     image_size=32,
@@ -71,7 +85,7 @@ def fp16_bundle(model: ViT, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pictures(count: int, config: ViTConfig = TINY, seed: int = 5) -> np.ndarray:
-    return preprocess(draw_images(count, config.image_size * 2, seed=seed), config)
+    return array_pixels(draw_images(count, config.image_size * 2, seed=seed), config)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -88,15 +102,16 @@ def test_bundle_holds_both_graphs_and_a_manifest_that_round_trips(
     assert (read.name, read.version, read.precision) == ("tiny", "7", "fp32")
     assert read.labels == list(TINY.labels)
     assert (read.image_size, read.patch_size, read.dim, read.depth, read.heads) == (32, 8, 32, 2, 4)
+    assert read.preprocess == bundle_preprocess(TINY)
     assert read.preprocess.mean == TINY.mean and read.preprocess.interpolation == "bicubic"
     assert (read.source.format, read.source.sha256) == ("native", SHA)
     assert set(read.versions) >= {"torch", "onnx", "onnxruntime"}
     fast, explain = read.graphs[FAST], read.graphs[EXPLAIN]
-    assert [o.name for o in fast.outputs] == list(FAST_OUTPUTS)
-    assert [o.name for o in explain.outputs] == list(EXPLAIN_OUTPUTS)
+    assert [o.name for o in fast.outputs] == list(OUTPUTS[FAST])
+    assert [o.name for o in explain.outputs] == list(OUTPUTS[EXPLAIN])
+    assert [i.name for i in fast.inputs] == [i.name for i in explain.inputs] == [INPUT]
     assert fast.inputs[0].shape == ["batch", 3, 32, 32] and fast.inputs[0].dtype == "float32"
-    assert explain.output("rollout").shape == ["batch", 16]
-    assert explain.output("cls_attention").shape == ["batch", 4, 16]
+    assert explain.outputs[-1].shape == ["batch", 16]  # rollout: one weight per patch
     for role in (FAST, EXPLAIN):
         v = read.validation[role]
         assert v.batch_sizes == [1, 3, 32] and v.images == 64
@@ -111,13 +126,14 @@ def test_graphs_equal_torch_at_any_batch_size(
 ) -> None:
     out, manifest = bundle
     pixels = pictures(batch)
-    outputs = session(out / manifest.graphs[role].file).run(None, {"pixels": pixels})
-    got = dict(zip(EXPLAIN_OUTPUTS, outputs, strict=False))  # the fast graph has the first two
+    logits, embedding = session(out / manifest.graphs[role].file).run(
+        [LOGITS, EMBEDDING], {INPUT: pixels}
+    )
     with torch.no_grad():
         ref = model(torch.from_numpy(pixels), attention=role == EXPLAIN)
-    np.testing.assert_allclose(got["logits"], ref.logits.numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got["embedding"], ref.embedding.numpy(), rtol=1e-4, atol=1e-5)
-    assert got["logits"].shape == (batch, 5) and got["embedding"].shape == (batch, 32)
+    np.testing.assert_allclose(logits, ref.logits.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embedding, ref.embedding.numpy(), rtol=1e-4, atol=1e-5)
+    assert logits.shape == (batch, 5) and embedding.shape == (batch, 32)
 
 
 def numpy_rollout(attentions: np.ndarray) -> np.ndarray:
@@ -139,11 +155,10 @@ def test_rollout_in_graph_equals_numpy_reference(
 ) -> None:
     out, _ = bundle
     pixels = pictures(3)
-    _, _, rollout, cls_attention = session(out / "explain.onnx").run(None, {"pixels": pixels})
+    (rollout,) = session(out / "explain.onnx").run([ROLLOUT], {INPUT: pixels})
     with torch.no_grad():
         attentions = model(torch.from_numpy(pixels), attention=True).attentions.double().numpy()
     np.testing.assert_allclose(rollout, numpy_rollout(attentions), rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(cls_attention, attentions[:, -1, :, 0, 1:], rtol=1e-4, atol=1e-7)
     assert not np.allclose(rollout, rollout[:1])  # different pictures, different maps
 
 
@@ -178,7 +193,7 @@ def test_fp16_bundle_keeps_float32_io_and_passes(fp16_bundle: Path, model: ViT) 
         assert v.top1_agreement >= 0.99 and v.embedding_cosine_min >= 0.999
     assert manifest.graphs[FAST].fused_attention == TINY.depth
     pixels = pictures(4)
-    logits, embedding = session(fp16_bundle / "model.onnx").run(None, {"pixels": pixels})
+    logits, embedding = session(fp16_bundle / "model.onnx").run(None, {INPUT: pixels})
     assert logits.dtype == np.float32
     with torch.no_grad():
         ref = model(torch.from_numpy(pixels))
@@ -186,12 +201,25 @@ def test_fp16_bundle_keeps_float32_io_and_passes(fp16_bundle: Path, model: ViT) 
 
 
 def test_parity_check_rejects_a_graph_that_drifts_from_torch() -> None:
-    graph = ir.to_proto(export_graph(FastGraph(tiny_vit(seed=0)), 32, FAST_OUTPUTS))
+    graph = ir.to_proto(export_graph(FastGraph(tiny_vit(seed=0)), 32, OUTPUTS[FAST]))
     other = FastGraph(tiny_vit(seed=1))  # same architecture, other weights
     with pytest.raises(CheckFailed, match=r"fp32 graph drifts .* logits max_abs="):
-        validate(graph, other, pictures(8), FAST_OUTPUTS, "fp32")
+        validate(graph, other, pictures(8), OUTPUTS[FAST], "fp32")
     with pytest.raises(CheckFailed, match=r"fp16 graph needs top-1 agreement .*top1_agreement="):
-        validate(graph, other, pictures(8), FAST_OUTPUTS, "fp16")
+        validate(graph, other, pictures(8), OUTPUTS[FAST], "fp16")
+
+
+@pytest.mark.parametrize("mode", ["squash", "crop"])
+def test_parity_pixels_are_what_the_service_makes_in_the_bundles_resize_mode(mode: str) -> None:
+    config = replace(TINY, resize_mode=mode, crop_pct=0.875 if mode == "crop" else 1.0)
+    image = np.random.default_rng(3).integers(0, 256, (40, 70, 3), dtype=np.uint8)  # (H, W, 3)
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, "PNG")
+    served = Preprocessor(bundle_preprocess(config), 32, 10_000)(png.getvalue()).pixels
+    checked = check_pixels(config, [image])  # (2, 3, S, S): noise, then the picture
+    np.testing.assert_array_equal(checked[1], served)
+    other = replace(config, resize_mode="crop" if mode == "squash" else "squash", crop_pct=0.875)
+    assert not np.allclose(check_pixels(other, [image])[1], served)  # the mode matters here
 
 
 def test_zero_head_is_refused_unless_allowed(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,6 @@ from model_export.data import (
     DataError,
     ImageDataset,
     augment,
-    preprocess,
     scan,
     split,
     train_batches,
@@ -119,17 +119,23 @@ def test_split_is_seeded_per_class_and_disjoint(shapes_dir: Path) -> None:
         split(samples, 1.0, seed=0)
 
 
-def test_preprocess_follows_the_config(tmp_path: Path) -> None:
+def test_dataset_preprocesses_as_the_config_says(tmp_path: Path) -> None:
     image = Image.new("RGB", (80, 40), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 10, 40))  # a blue left eighth
-    squash = preprocess(image, ViTConfig(image_size=32, patch_size=8))
+    (tmp_path / "red").mkdir()
+    image.save(tmp_path / "red" / "a.png")
+    samples = scan(tmp_path).samples
+
+    def pixels(**config: Any) -> np.ndarray:  # (3, S, S)
+        return ImageDataset(samples, ViTConfig(image_size=32, patch_size=8, **config))[0][0].numpy()
+
+    squash = pixels()
     assert squash.shape == (3, 32, 32) and squash.dtype == np.float32
     assert squash[0, 16, 31] == pytest.approx(1.0) and squash[1, 16, 31] == pytest.approx(-1.0)
     assert squash[2, 16, 0] == pytest.approx(1.0)  # squash keeps the whole width: blue shows
-    crop = preprocess(image, ViTConfig(image_size=32, patch_size=8, resize_mode="crop"))
-    assert crop[2, 16, 0] == pytest.approx(-1.0)  # the centre crop cuts the blue strip off
-    imagenet = ViTConfig(image_size=32, patch_size=8, mean=(0.485, 0.456, 0.406))
-    assert preprocess(image, imagenet)[0, 0, 31] == pytest.approx((1 - 0.485) / 0.5)
+    assert pixels(resize_mode="crop")[2, 16, 0] == pytest.approx(-1.0)  # the crop cuts it off
+    imagenet = pixels(mean=(0.485, 0.456, 0.406))
+    assert imagenet[0, 0, 31] == pytest.approx((1 - 0.485) / 0.5)
 
 
 def test_augment_flips_and_turns_whole_images() -> None:

@@ -10,7 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from service.bundle import (
+    EMBEDDING,
+    EXPLAIN,
+    FAST,
+    INPUT,
+    LOGITS,
     MANIFEST,
+    OUTPUTS,
+    ROLLOUT,
     BundleError,
     BundleManifest,
     load_bundle,
@@ -22,26 +29,23 @@ GRAPH_BYTES = {"model.onnx": b"fast graph bytes", "explain.onnx": b"explain grap
 
 def manifest_dict(folder: Path) -> dict[str, Any]:
     """A valid manifest for a 2-block ViT on 32 px, its graph files written into folder."""
+    shapes = {LOGITS: ["batch", 3], EMBEDDING: ["batch", 32], ROLLOUT: ["batch", 16]}
     graphs = {}
-    for role, file in (("fast", "model.onnx"), ("explain", "explain.onnx")):
+    for role, file in ((FAST, "model.onnx"), (EXPLAIN, "explain.onnx")):
         (folder / file).write_bytes(GRAPH_BYTES[file])
-        outputs = [
-            {"name": "logits", "shape": ["batch", 3], "dtype": "float32"},
-            {"name": "embedding", "shape": ["batch", 32], "dtype": "float32"},
-        ]
-        if role == "explain":
-            outputs.append({"name": "rollout", "shape": ["batch", 16], "dtype": "float32"})
         graphs[role] = {
             "file": file,
             "sha256": sha256_file(folder / file),
-            "inputs": [{"name": "pixels", "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
-            "outputs": outputs,
-            "fused_attention": 2 if role == "fast" else 0,
+            "inputs": [{"name": INPUT, "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
+            "outputs": [
+                {"name": name, "shape": shapes[name], "dtype": "float32"} for name in OUTPUTS[role]
+            ],
+            "fused_attention": 2 if role == FAST else 0,
         }
     validation = {
         "batch_sizes": [1, 3, 32],
         "images": 64,
-        "outputs": {"logits": {"max_abs": 1e-7, "max_rel": 1e-6}},
+        "outputs": {LOGITS: {"max_abs": 1e-7, "max_rel": 1e-6}},
         "top1_agreement": 1.0,
         "embedding_cosine_min": 0.99999,
     }
@@ -65,7 +69,7 @@ def manifest_dict(folder: Path) -> dict[str, Any]:
         "graphs": graphs,
         "source": {"format": "native", "sha256": "cd" * 32},
         "versions": {"torch": "2", "onnx": "1", "onnxruntime": "1"},
-        "validation": {"fast": validation, "explain": validation},
+        "validation": {FAST: validation, EXPLAIN: validation},
     }
 
 
@@ -80,8 +84,8 @@ def test_write_then_load_round_trips(tmp_path: Path) -> None:
     loaded = load_bundle(tmp_path)
     assert loaded == manifest
     assert (loaded.grid, loaded.num_patches) == (4, 16)
-    assert loaded.graphs["explain"].output("rollout").shape == ["batch", 16]
-    assert loaded.graphs["fast"].fused_attention == 2
+    assert [o.name for o in loaded.graphs[EXPLAIN].outputs] == [LOGITS, EMBEDDING, ROLLOUT]
+    assert loaded.graphs[FAST].fused_attention == 2
 
 
 def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) -> None:
@@ -108,6 +112,22 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         (lambda d: d.update(dim=64), "embedding has shape"),
         (lambda d: d.update(image_size=64), "pixels has shape"),
         (lambda d: d["graphs"]["explain"].update(file="../model.onnx"), "file"),
+        (
+            lambda d: d["graphs"]["fast"]["outputs"].pop(1),
+            r"fast graph lacks the output\(s\) embedding",
+        ),
+        (
+            lambda d: d["graphs"]["explain"]["outputs"].pop(2),
+            r"explain graph lacks the output\(s\) rollout",
+        ),
+        (
+            lambda d: d["graphs"]["fast"]["inputs"][0].update(name="image"),
+            r"fast graph takes inputs \['image'\]; the service feeds \['pixels'\]",
+        ),
+        (
+            lambda d: d["graphs"]["explain"]["outputs"][2].update(shape=["batch", 4, 16]),
+            r"explain graph: rollout has shape",
+        ),
     ],
     ids=[
         "patch-multiple",
@@ -125,6 +145,10 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         "dim-vs-embedding",
         "size-vs-pixels",
         "file-outside-bundle",
+        "fast-without-embedding",
+        "explain-without-rollout",
+        "wrong-input-name",
+        "rollout-shape",
     ],
 )
 def test_invalid_manifest_is_a_bundle_error_naming_the_problem(

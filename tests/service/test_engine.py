@@ -10,7 +10,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.bundle import BundleManifest, load_bundle
+from service.bundle import (
+    EMBEDDING,
+    EXPLAIN,
+    FAST,
+    LOGITS,
+    OUTPUTS,
+    ROLLOUT,
+    BundleManifest,
+    load_bundle,
+)
 from service.engine import CPU, CUDA, Engine, EngineError
 
 
@@ -29,18 +38,19 @@ def pixels(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_fast_and_explain_outputs_have_the_manifest_shapes(engine: Engine) -> None:
-    fast = engine.run("fast", pixels(3))
-    assert fast["logits"].shape == (3, 4) and fast["embedding"].shape == (3, 32)
-    explain = engine.run("explain", pixels(3))
-    assert explain["rollout"].shape == (3, 16) and explain["cls_attention"].shape == (3, 2, 16)
+    fast = engine.run(FAST, pixels(3))
+    assert fast[LOGITS].shape == (3, 4) and fast[EMBEDDING].shape == (3, 32)
+    explain = engine.run(EXPLAIN, pixels(3))
+    assert explain[ROLLOUT].shape == (3, 16)
+    assert sorted(fast) == sorted(OUTPUTS[FAST]) and sorted(explain) == sorted(OUTPUTS[EXPLAIN])
     assert all(v.dtype == np.float32 for v in (*fast.values(), *explain.values()))
-    np.testing.assert_allclose(explain["logits"], fast["logits"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(explain[LOGITS], fast[LOGITS], rtol=1e-4, atol=1e-5)
 
 
 def test_a_row_does_not_depend_on_its_batch_neighbours(engine: Engine) -> None:
     batch = pixels(5)
-    together = engine.run("fast", batch)["logits"]
-    alone = np.concatenate([engine.run("fast", batch[i : i + 1])["logits"] for i in range(5)])
+    together = engine.run(FAST, batch)[LOGITS]
+    alone = np.concatenate([engine.run(FAST, batch[i : i + 1])[LOGITS] for i in range(5)])
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
 
 
@@ -84,8 +94,8 @@ def test_warm_up_runs_every_graph_at_every_batch_size(
     engine = Recording(tiny_bundle, manifest)
     steps: list[int] = []
     assert engine.warm_up(5, threading.Event(), lambda done, total: steps.append(total - done))
-    assert sorted(engine.calls) == sorted((g, b) for g in ("fast", "explain") for b in range(1, 6))
-    assert engine.calls[0] == ("fast", 5)  # largest first
+    assert sorted(engine.calls) == sorted((g, b) for g in (FAST, EXPLAIN) for b in range(1, 6))
+    assert engine.calls[0] == (FAST, 5)  # largest first
     assert steps[-1] == 0
 
 

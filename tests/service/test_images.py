@@ -95,24 +95,6 @@ def test_exif_orientation_is_applied() -> None:
     assert decode(save(image, "JPEG", exif=exif), 10_000).size == (20, 40)
 
 
-@pytest.mark.parametrize("preprocess", [SQUASH, CROP], ids=["squash", "crop"])
-def test_preprocessing_matches_the_training_code(preprocess: Preprocess) -> None:
-    pytest.importorskip("torch")
-    from model_export.data import preprocess as training_preprocess
-    from model_export.model import ViTConfig
-
-    config = ViTConfig(
-        image_size=32, patch_size=8, dim=32, depth=1, heads=1, mean=preprocess.mean,
-        std=preprocess.std, interpolation=preprocess.interpolation,
-        resize_mode=preprocess.resize_mode, crop_pct=preprocess.crop_pct,
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8))
-    ours = Preprocessor(preprocess, 32, 10_000)(save(image, "PNG")).pixels
-    assert ours.shape == (3, 32, 32) and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, training_preprocess(image, config), atol=1e-6)
-
-
 def test_crop_box_is_the_centre_the_model_saw() -> None:
     image = Image.new("RGB", (200, 100))
     prepared = Preprocessor(CROP, 32, 100_000)(save(image, "PNG"), keep_image=True)

@@ -7,7 +7,6 @@ All async: FastAPI runs a plain `def` dependency in its thread pool, a thread ho
 from __future__ import annotations
 
 import asyncio
-import functools
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,9 +41,9 @@ async def known_query_only(request: Request) -> None:
         )
 
 
-@functools.cache
 def _query_names(route: APIRoute) -> frozenset[str]:
-    """The aliases of every query parameter the route and its dependencies declare."""
+    """The aliases of every query parameter the route and its dependencies declare (a walk over
+    a handful of nodes, done only for requests that carry a query)."""
     names: set[str] = set()
     pending = [route.dependant]
     while pending:

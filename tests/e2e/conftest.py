@@ -20,6 +20,7 @@ def serve(tiny_bundle: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(bundle: Path | None = None, **settings: object) -> Server:
+        settings.setdefault("drain_delay_s", 0)  # tests that want the delay ask for it
         port = free_port()
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
         command = [sys.executable, "-m", "service.cli", f"--bundle={bundle or tiny_bundle}"]

@@ -7,7 +7,6 @@ import io
 import json
 import shutil
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -16,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engines import SlowToWarm
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.bundle import load_bundle
-from service.engine import Engine
+from service.metrics import Metrics
+from service.runtime import Runtime
 from service.settings import Settings
 
 LIMITS = dict(
@@ -224,6 +224,10 @@ def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str, str]]:
         ("/classify", dict(files=files(jpeg, b"junk")), 400, "invalid_image", "image 1: not a"),
         ("/classify?top_k=0", dict(files=files(jpeg)), 422, "invalid_parameter", "top_k"),
         ("/classify?top_k=many", dict(files=files(jpeg)), 422, "invalid_parameter", "top_k"),
+        ("/classify?topk=2", dict(files=files(jpeg)), 422, "invalid_parameter",
+         "unknown query parameter 'topk'; /classify takes top_k"),
+        ("/embed?normalise=1", dict(files=files(jpeg)), 422, "invalid_parameter",
+         "/embed takes encoding, normalize"),
         ("/embed?encoding=hex", dict(files=files(jpeg)), 422, "invalid_parameter", "encoding"),
         ("/attention?format=gif", dict(files=files(jpeg)), 422, "invalid_parameter", "format"),
         ("/nowhere", dict(files=files(jpeg)), 404, "not_found", "/nowhere"),
@@ -282,21 +286,10 @@ def test_an_api_key_guards_inference_and_leaves_operations_open(
         assert [c.get(p).status_code for p in ("/healthz", "/readyz", "/metrics")] == [200] * 3
 
 
-class SlowToWarm(Engine):
-    """The real engine, whose warm-up waits for the test to let it finish."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__(folder, load_bundle(folder), "cpu")
-        self.release = threading.Event()
-
-    def warm_up(self, *args: Any, **kwargs: Any) -> bool:
-        assert self.release.wait(30)
-        return super().warm_up(*args, **kwargs)
-
-
 def test_not_ready_until_warm(tiny_bundle: Path, draw: Draw) -> None:
     engine = SlowToWarm(tiny_bundle)
-    with TestClient(create_app(Settings(bundle=tiny_bundle, **LIMITS), engine=engine)) as c:
+    settings = Settings(bundle=tiny_bundle, **LIMITS)
+    with TestClient(create_app(settings, Runtime(settings, Metrics(), engine))) as c:
         assert c.get("/healthz").status_code == 200
         ready = c.get("/readyz")
         assert ready.status_code == 503 and "warming up" in ready.json()["error"]["message"]

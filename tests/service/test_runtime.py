@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from engines import SlowToWarm, WarmUpFails
 
-from service.bundle import load_bundle
-from service.engine import Engine
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
@@ -23,28 +21,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
-class WarmUpFails(Engine):
-    def warm_up(self, *args: object, **kwargs: object) -> bool:
-        raise RuntimeError("out of device memory")
-
-
-class WarmUpBlocks(Engine):
-    """Warm-up that waits until the test lets it go: the `warming` phase, held still."""
-
-    release = threading.Event()
-
-    def warm_up(self, max_batch_size: int, stop: threading.Event, progress=None) -> bool:  # type: ignore[no-untyped-def]
-        self.release.wait(30)
-        return super().warm_up(max_batch_size, stop, progress)
-
-
 @pytest.fixture
 def settings(tiny_bundle: Path) -> Settings:
     return Settings(bundle=tiny_bundle, providers="cpu", max_batch_size=2, drain_timeout_s=5)
 
 
 def test_phases_run_starting_warming_ready_then_stopped(settings: Settings) -> None:
-    engine = WarmUpBlocks(settings.bundle, load_bundle(settings.bundle), "cpu")
+    engine = SlowToWarm(settings.bundle)
     runtime = Runtime(settings, Metrics(), engine)
     assert (runtime.phase, runtime.ready, runtime.alive) == ("starting", False, True)
     runtime.start()
@@ -58,7 +41,7 @@ def test_phases_run_starting_warming_ready_then_stopped(settings: Settings) -> N
 
 
 def test_a_failed_warm_up_is_final_and_says_restart(settings: Settings) -> None:
-    engine = WarmUpFails(settings.bundle, load_bundle(settings.bundle), "cpu")
+    engine = WarmUpFails(settings.bundle)
     runtime = Runtime(settings, Metrics(), engine)
     runtime.start()
     wait_for(lambda: runtime.phase == "failed")

@@ -14,7 +14,6 @@ from PIL import Image
 
 from service.images import Box
 
-MAX_OVERLAY_SIDE = 1024  # the PNG answer is a picture to look at, not a copy of a 40 MP upload
 OVERLAY_ALPHA = 0.5
 # A perceptual dark-to-bright ramp (inferno's anchor colours), low attention dark, high bright.
 _ANCHORS = np.array(
@@ -37,14 +36,9 @@ def rollout_grid(rollout: np.ndarray, grid: int) -> np.ndarray:
 
 
 def overlay_png(image: Image.Image, box: Box, heat: np.ndarray) -> bytes:
-    """The picture with the (g, g) map in [0, 1] laid over the region the model saw, as PNG."""
-    scale = min(1.0, MAX_OVERLAY_SIDE / max(image.size))
-    if scale < 1:
-        image = image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-            Image.Resampling.BILINEAR,
-        )
-    left, top, right, bottom = (round(v * scale) for v in box)
+    """The picture (images.overview's, at most 1024 px a side) with the (g, g) map in [0, 1] laid
+    over the region the model saw, as PNG."""
+    left, top, right, bottom = (round(v) for v in box)
     width, height = max(1, right - left), max(1, bottom - top)
     level = Image.fromarray(np.rint(heat * 255).astype(np.uint8), "L")
     level = level.resize((width, height), Image.Resampling.BICUBIC)  # smooth, not blocky

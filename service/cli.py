@@ -21,6 +21,7 @@ from service.app import create_app
 from service.bundle import BundleError, load_bundle
 from service.connections import connection_cap, guarded_h11, raise_fd_limit
 from service.engine import Engine, EngineError
+from service.memory import tune_allocator
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings, describe, unknown_variables
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineError as e:
         print(f"vit-serve: invalid setting providers (--providers): {e}", file=sys.stderr)
         return 2
+    tune_allocator()  # before the threads that decode start their arenas
     runtime = Runtime(settings, Metrics(), engine)
     server = DrainingServer(_config(settings, create_app(settings, runtime)), runtime)
     server.run()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -98,20 +98,31 @@ class Job:
         return outcome
 
 
-async def _job(request: Request, runtime: RuntimeDep) -> Job:
+async def _job(request: Request, runtime: RuntimeDep) -> AsyncIterator[Job]:
     """A full queue is refused before the body is read (under overload, most requests), and a
-    body that trickles in slower than the deadline is a timeout."""
+    body that trickles in slower than the deadline is a timeout. The bytes read count against
+    the service's request-bytes budget until the answer is done."""
     settings = runtime.settings
     timeout = settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout
     media = media_type(request)
     runtime.pipeline.check_room()
     limits = Limits(settings.max_body_bytes, settings.max_images_per_request)
+    held = 0
+
+    def take(size: int) -> None:
+        nonlocal held
+        runtime.bodies.take(size)
+        held += size
+
     try:
-        images = await asyncio.wait_for(read_images(request, media, limits), timeout)
-    except TimeoutError as e:
-        raise RequestTimeout("the request body did not arrive within the deadline") from e
-    return Job(request, runtime, images, deadline)
+        try:
+            images = await asyncio.wait_for(read_images(request, media, limits, take), timeout)
+        except TimeoutError as e:
+            raise RequestTimeout("the request body did not arrive within the deadline") from e
+        yield Job(request, runtime, images, deadline)
+    finally:
+        runtime.bodies.give(held)
 
 
 JobDep = Annotated[Job, Depends(_job)]

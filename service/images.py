@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.bundle import Preprocess
 from service.errors import EmptyBody, ImageTooLarge, InvalidImage
+from service.image_costs import check_structure, decoded_bytes
+from service.memory import MemoryBudget
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # PIL plugin names; nothing else is tried
 FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
@@ -30,6 +33,10 @@ _RESAMPLE = {
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # grey, 0..65535
 _ALPHA = {"RGBA", "RGBa", "LA", "La", "PA"}
 _BACKGROUND = (255, 255, 255)  # transparent pixels are shown over white, as a browser page would
+
+OVERVIEW_SIDE = 1024  # a heat-map's picture is for looking at, not a copy of a 40 MP upload
+_BAND_PIXELS = 1 << 20  # 16-bit → 8-bit conversion works on bands of about this many pixels
+MiB = 1 << 20
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in the decoded image's pixels
 
@@ -44,16 +51,31 @@ class Prepared:
 @dataclass(frozen=True)
 class Preprocessor:
     """The bundle's preprocessing, bound: what serving calls on a request's bytes and training on
-    a file's bytes, so both decode and transform through the same lines."""
+    a file's bytes, so both decode and transform through the same lines.
+
+    Serving also passes the decode limits: `max_bytes` refuses one image whose decode would take
+    more memory (413), and `memory` makes concurrent decodes share one byte budget.
+    """
 
     preprocess: Preprocess
     image_size: int  # S
     max_pixels: int
+    max_bytes: int | None = None  # estimated peak decode memory one image may take
+    memory: MemoryBudget | None = None
+    memory_wait_s: float = 30.0  # how long an image may wait for its share of the budget
 
     def __call__(self, data: bytes, keep_image: bool = False) -> Prepared:
-        image = decode(data, self.max_pixels)
-        pixels, box = transform(image, self.preprocess, self.image_size)
-        return Prepared(pixels, image if keep_image else None, box)
+        image = open_image(data, self.max_pixels, self.max_bytes)
+        with self._held(decoded_bytes(image)):
+            rgb = load_rgb(image)
+            pixels, box = transform(rgb, self.preprocess, self.image_size)
+            if not keep_image:
+                return Prepared(pixels, None, box)
+            small, small_box = overview(rgb, box)  # the full-size decode is freed here
+        return Prepared(pixels, small, small_box)
+
+    def _held(self, size: int) -> AbstractContextManager[None]:
+        return self.memory.hold(size, self.memory_wait_s) if self.memory else nullcontext()
 
 
 def transform(image: Image.Image, preprocess: Preprocess, size: int) -> tuple[np.ndarray, Box]:
@@ -84,14 +106,32 @@ def _normalise(image: Image.Image, p: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, S, S)
 
 
-def decode(data: bytes, max_pixels: int) -> Image.Image:
-    """An RGB image, upright, or the precise reason it cannot be one.
+def overview(image: Image.Image, box: Box) -> tuple[Image.Image, Box]:
+    """A copy at most OVERVIEW_SIDE pixels on its longer side (and the box in its pixels): what a
+    heat-map is drawn over, kept instead of a decode that may be 40 MP."""
+    scale = min(1.0, OVERVIEW_SIDE / max(image.size))
+    if scale == 1.0:
+        return image, box
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    left, top, right, bottom = box
+    small = image.resize(size, Image.Resampling.BILINEAR)
+    return small, (left * scale, top * scale, right * scale, bottom * scale)
 
-    The size check reads only the header, so a decompression bomb (a few kB declaring a
-    gigapixel) is refused before a single row is inflated.
+
+def decode(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
+    """An RGB image, upright, or the precise reason it cannot be one."""
+    return load_rgb(open_image(data, max_pixels, max_bytes))
+
+
+def open_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
+    """The image, opened but not decoded, once its header says it is affordable.
+
+    Only headers are read here, so a decompression bomb (a few kB declaring a gigapixel) or a
+    header built to make the parser loop (image_costs) is refused before any work is done.
     """
     if not data:
         raise EmptyBody("the image is empty (0 bytes)")
+    check_structure(data)
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as e:
@@ -105,6 +145,17 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageTooLarge(f"the image is {w}×{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
     if w < 1 or h < 1:
         raise InvalidImage(f"the image is {w}×{h} pixels")
+    cost = decoded_bytes(image)
+    if max_bytes is not None and cost > max_bytes:
+        raise ImageTooLarge(
+            f"decoding this {w}×{h} {image.mode} image takes about {cost / MiB:,.0f} MiB; the "
+            f"limit is {max_bytes / MiB:,.0f} MiB"
+        )
+    return image
+
+
+def load_rgb(image: Image.Image) -> Image.Image:
+    """Decode an opened image: its first frame, upright (EXIF), as 8-bit RGB."""
     try:
         image.load()  # the first frame of a GIF, WebP or TIFF; decoding errors surface here
         upright = ImageOps.exif_transpose(image)
@@ -119,8 +170,7 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Grey, palette, CMYK, 16-bit and transparent images → 8-bit RGB."""
     if image.mode in _SIXTEEN_BIT:
-        grey = np.clip(np.asarray(image, np.float64), 0, 65535) / 257.0  # 0..65535 → 0..255
-        image = Image.fromarray(np.rint(grey).astype(np.uint8), "L")
+        image = Image.fromarray(_to_8_bit(np.asarray(image)), "L")
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
     if image.mode in _ALPHA or "transparency" in image.info:
@@ -128,3 +178,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _to_8_bit(grey: np.ndarray) -> np.ndarray:
+    """(H, W) 0..65535 grey → uint8, round(x / 257), a band of rows at a time so the integer
+    temporaries stay small (a float64 copy of a 40 MP image would be 320 MB)."""
+    out = np.empty(grey.shape, np.uint8)
+    rows = max(1, _BAND_PIXELS // max(1, grey.shape[1]))
+    for top in range(0, grey.shape[0], rows):
+        band = np.clip(grey[top : top + rows].astype(np.int32), 0, 65535)
+        out[top : top + rows] = (band + 128) // 257  # 257 is odd: never a tie to round
+    return out

@@ -12,10 +12,11 @@ from __future__ import annotations
 import binascii
 import re
 from base64 import b64decode
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -33,7 +34,9 @@ from service.errors import (
 
 MEDIA_TYPES = "multipart/form-data, image/* or application/json"
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,", re.ASCII)
-_WHITESPACE = re.compile(rb"\s+")
+_WHITESPACE = b" \t\r\n\f\v"  # allowed inside base64 (line-wrapped encoders), deleted first
+_BOUNDARY = re.compile(r"boundary=(\"[^\"]+\"|[^;\s]+)", re.IGNORECASE)
+MAX_FORM_FIELDS = 16  # non-file parts a multipart body may carry besides its images
 
 
 class ImagesJSON(BaseModel):
@@ -62,22 +65,27 @@ def media_type(request: Request) -> str:
     return media
 
 
-async def read_images(request: Request, media: str, limits: Limits) -> list[bytes]:
-    body = await _read_body(request, limits.max_body_bytes)
+async def read_images(
+    request: Request, media: str, limits: Limits, take: Callable[[int], None]
+) -> list[bytes]:
+    """Every form is bounded before it is parsed: parts and items are counted at C speed first,
+    so a body of half a million empty parts or a million JSON items is refused, not parsed."""
+    body = await _read_body(request, limits.max_body_bytes, take)
     if not body:
         raise EmptyBody("the request body is empty")
     if media == "multipart/form-data":
         images = await _multipart(request.headers, body, limits.max_images)
     elif media == "application/json":
-        images = _json(body, limits.max_images)
+        images = await run_in_threadpool(_json, body, limits.max_images)  # base64: off the loop
     else:
         images = [body]
     _check_count(len(images), limits.max_images)
     return images
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it is known to be too large.
+async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
+    """The body, refused (413) as soon as it is known to be too large; each chunk is `take`n
+    from the service's request-bytes budget first (429 when the service holds too much).
 
     Answering before the body is read is safe: uvicorn drops the rest of a request whose
     answer has been sent and keeps the connection.
@@ -92,6 +100,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise too_large
+            take(len(chunk))
             chunks.append(chunk)
     except ClientDisconnect as e:
         raise ClientDisconnected("the client closed the connection while sending") from e
@@ -102,8 +111,10 @@ async def _multipart(headers: Headers, body: bytes, max_images: int) -> list[byt
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    # Files past max_images are refused below; the body size already bounds the part count.
-    parser = MultiPartParser(headers, stream(), max_files=float("inf"), max_fields=1000)
+    _count_parts(headers, body, max_images)
+    # One file past the limit still parses, so the answer says "N images; the limit is M".
+    limit = max_images + MAX_FORM_FIELDS
+    parser = MultiPartParser(headers, stream(), max_files=limit, max_fields=MAX_FORM_FIELDS)
     try:
         form = await parser.parse()
     except MultiPartException as e:
@@ -118,7 +129,26 @@ async def _multipart(headers: Headers, body: bytes, max_images: int) -> list[byt
         await form.close()
 
 
+def _count_parts(headers: Headers, body: bytes, max_images: int) -> None:
+    """Parts counted by their delimiters before the parser sees one: each costs it Python work."""
+    boundary = _BOUNDARY.search(headers.get("content-type", ""))
+    if boundary is None:
+        raise InvalidParameter("malformed multipart body: the Content-Type has no boundary")
+    parts = body.count(b"--" + boundary.group(1).strip('"').encode("latin-1")) - 1
+    if parts > max_images + MAX_FORM_FIELDS:
+        raise TooManyImages(
+            f"the multipart body has {parts:,} parts; the limit is {max_images} images "
+            f"and {MAX_FORM_FIELDS} other fields"
+        )
+
+
 def _json(body: bytes, max_images: int) -> list[bytes]:
+    # {"images": [...]} has one object and one array, and at most a comma per item plus one per
+    # data: URI: anything beyond is refused before a parser builds it (or an error per item).
+    if body.count(b"{") + body.count(b"[") > 2:
+        raise InvalidParameter('JSON body: nested objects or arrays; expected {"images": [...]}')
+    if body.count(b",") > 2 * max_images + 2:
+        raise TooManyImages(f"the JSON body holds more than {max_images} images, the limit")
     try:
         request = ImagesJSON.model_validate_json(body)
     except ValidationError as e:
@@ -137,7 +167,7 @@ def _base64(text: str, index: int, count: int) -> bytes:
             raise InvalidImage(f"{name} is a data: URI but not a base64 one (data:<type>;base64,…)")
         payload = text[match.end() :]
     try:
-        data = b64decode(_WHITESPACE.sub(b"", payload.encode("ascii")), validate=True)
+        data = b64decode(payload.encode("ascii").translate(None, _WHITESPACE), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as e:
         raise InvalidImage(f"{name} is not valid base64") from e
     if not data:

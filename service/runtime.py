@@ -21,9 +21,10 @@ from service.batcher import Batcher
 from service.bundle import BundleManifest, load_bundle
 from service.engine import Engine
 from service.images import Preprocessor
+from service.memory import BodyBudget, MemoryBudget, memory_limit
 from service.metrics import Metrics
 from service.pipeline import Pipeline
-from service.settings import Settings
+from service.settings import Settings, memory_budgets
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,15 @@ class Runtime:
             on_death=lambda: self._fail("the batch worker has stopped"),
         )
         self._executor = ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
+        decode_budget, body_budget = memory_budgets(settings, memory_limit())
+        self.bodies = BodyBudget(body_budget)
         preprocessor = Preprocessor(
-            self.manifest.preprocess, self.manifest.image_size, settings.max_image_pixels
+            self.manifest.preprocess,
+            self.manifest.image_size,
+            settings.max_image_pixels,
+            max_bytes=settings.max_image_bytes,
+            memory=MemoryBudget(decode_budget),
+            memory_wait_s=settings.request_timeout_s,
         )
         self.pipeline = Pipeline(preprocessor, self.batcher, self._executor, metrics)
         self.phase: Phase = "starting"

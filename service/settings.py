@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="largest width × height one image may declare"
     )
+    max_image_bytes: int = Field(
+        512 * MiB, ge=MiB, description="estimated peak memory decoding one image may take (413)"
+    )
+    # Memory ceilings (service/memory.py); None: derived from the container's memory limit.
+    decode_memory_bytes: int | None = Field(
+        None, ge=MiB, description="memory all decodes at once may take (default: limit/4, ≤ 4 GiB)"
+    )
+    body_memory_bytes: int | None = Field(
+        None,
+        ge=MiB,
+        description="request bytes held at once before 429 (default: limit/8, ≤ 1 GiB)",
+    )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
     api_key: SecretStr | None = Field(
@@ -97,6 +109,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.decode_memory_bytes is not None and self.decode_memory_bytes < self.max_image_bytes:
+            raise ValueError(
+                f"decode_memory_bytes ({self.decode_memory_bytes}) is below max_image_bytes "
+                f"({self.max_image_bytes}): the largest allowed image could never be decoded"
+            )
+        if self.body_memory_bytes is not None and self.body_memory_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"body_memory_bytes ({self.body_memory_bytes}) is below max_body_bytes "
+                f"({self.max_body_bytes}): the largest allowed request could never be read"
+            )
         if self.max_images_per_request > self.max_queue_images:
             raise ValueError(
                 f"max_images_per_request ({self.max_images_per_request}) exceeds max_queue_images "
@@ -134,3 +156,10 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
         near = get_close_matches(var.upper(), sorted(known), n=1)
         found.append(f"{var} (did you mean {near[0]}?)" if near else var)
     return found
+
+
+def memory_budgets(settings: Settings, limit: int) -> tuple[int, int]:
+    """(decode, body) memory budgets: as set, or shares of the container's memory `limit`."""
+    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(limit // 4, 4 << 30))
+    body = settings.body_memory_bytes or max(settings.max_body_bytes, min(limit // 8, 1 << 30))
+    return decode, body

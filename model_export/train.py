@@ -320,8 +320,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
-def build(args: argparse.Namespace, labels: tuple[str, ...]) -> ViT:
-    """The starting model the arguments describe, ready for the labels."""
+def build(args: argparse.Namespace, labels: tuple[str, ...]) -> tuple[ViT, dict[str, str]]:
+    """The starting model the arguments describe, ready for the labels, and where it came from."""
     if args.from_scratch:
         names = ("dim", "depth", "heads", "mlp_dim", "patch_size", "image_size")
         overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -329,9 +329,10 @@ def build(args: argparse.Namespace, labels: tuple[str, ...]) -> ViT:
             model = scratch_model(args.preset, labels, args.seed, **overrides)
         except ValueError as e:  # ViTConfig names the inconsistent sizes
             raise TrainError(str(e)) from e
-        return prepare_for_finetune(model, labels)
-    model = load_checkpoint(args.checkpoint, format=args.format, heads=args.heads)
-    return prepare_for_finetune(model, labels, args.image_size, args.pos_embed_resize)
+        return prepare_for_finetune(model, labels), {"from_scratch": args.preset}
+    loaded = load_checkpoint(args.checkpoint, format=args.format, heads=args.heads)
+    model = prepare_for_finetune(loaded.model, labels, args.image_size, args.pos_embed_resize)
+    return model, {"checkpoint": str(args.checkpoint), "format": loaded.format}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise TrainError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     folder = scan(args.data)
-    model = build(args, folder.classes)
+    model, source = build(args, folder.classes)
     if args.val_dir is not None:
         val_folder = scan(args.val_dir, classes=folder.classes)
         train_samples, val_samples = list(folder.samples), list(val_folder.samples)
@@ -358,11 +359,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     val_set = ImageDataset(val_samples, model.config)
     result = train(model, train_set, cfg, val_set, args.device, progress=not args.quiet)
     final = evaluate(model, val_set, cfg.micro_batch, cfg.workers, args.device)
-    source = (
-        {"from_scratch": args.preset}
-        if args.from_scratch
-        else {"checkpoint": str(args.checkpoint), "format": args.format}
-    )
     summary = make_summary(model, cfg, result, final, source, len(train_samples), skipped)
     write_checkpoint(model, args.out, summary)
     return summary

@@ -261,7 +261,7 @@ def test_cli_fine_tunes_a_checkpoint_at_a_higher_resolution(
     assert model.config.image_size == 48 and model.pos_embed.shape == (1, 1 + 36, 32)
     assert model.config.labels == SORTED and model.head.weight.shape == (6, 32)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["val_images"] == 36 and summary["source"]["format"] == "auto"
+    assert summary["val_images"] == 36 and summary["source"]["format"] == "native"
 
 
 def _exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -31,12 +31,12 @@ from model_export.train import (
     TrainConfig,
     TrainError,
     evaluate,
-    main,
     prepare_for_finetune,
     scratch_model,
     train,
     warmup_cosine,
 )
+from model_export.train_cli import main
 
 SORTED = tuple(sorted(CLASSES))
 TINY = dict(image_size=32, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64)
@@ -297,7 +297,7 @@ def test_cli_errors_exit_2_with_a_precise_message(
 
 def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     argv = [str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--from-scratch"]
-    command = [sys.executable, "-m", "model_export.train", *argv]
+    command = [sys.executable, "-m", "model_export.train_cli", *argv]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

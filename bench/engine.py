@@ -96,7 +96,7 @@ def demo_cases(bundle: Path, checkpoint: Path) -> Iterator[Case]:
     manifest = load_bundle(bundle)
     name, size = f"{manifest.name} ({bundle})", manifest.image_size
     if checkpoint.exists():
-        model = load_checkpoint(checkpoint)
+        model = load_checkpoint(checkpoint).model
         plain = ir.to_proto(export_graph(FastGraph(model), size, OUTPUTS[FAST]))
         yield Case(name, "unoptimised", plain, size)
     for role in (FAST, EXPLAIN):

@@ -179,12 +179,6 @@ def _run_checker(path: Path) -> None:
         raise ExportError(f"onnx.checker rejected {path.name}: {e}") from e
 
 
-def _load(path: Path, fmt: str, heads: int | None) -> tuple[ViT, str]:
-    """(model, the format it was read as) from any supported checkpoint."""
-    resolved = checkpoints.detect_format(path) if fmt == "auto" else fmt
-    return checkpoints.load_checkpoint(path, resolved, heads), resolved
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vit-export",
@@ -218,16 +212,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if not args.checkpoint.exists():  # before detect_format, which would guess from the name
-            raise CheckpointError(f"{args.checkpoint}: no such file or folder")
-        model, fmt = _load(args.checkpoint, args.format, args.heads)
+        loaded = checkpoints.load_checkpoint(args.checkpoint, args.format, args.heads)
         manifest = export_bundle(
-            model,
+            loaded.model,
             args.out,
             name=args.name or _default_name(args.checkpoint),
             version=args.version,
             precision=args.precision,
-            source_format=fmt,
+            source_format=loaded.format,
             source_sha256=source_sha256(args.checkpoint),
             allow_untrained_head=args.allow_untrained_head,
             force=args.force,

@@ -17,13 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model_export.checkpoints import (
-    CheckpointError,
-    detect_format,
-    infer_heads,
-    load_checkpoint,
-    save_native,
-)
+from model_export.checkpoints import CheckpointError, load_checkpoint, save_native
+from model_export.formats import infer_heads
 from model_export.model import ViT, ViTConfig
 
 Randomise = Callable[..., ViT]
@@ -50,8 +45,9 @@ def save_torch(obj: object, path: Path) -> Path:
 
 def test_native_round_trip(tmp_path: Path, random_vit: ViT, pixels: torch.Tensor) -> None:
     folder = save_native(random_vit, tmp_path / "native")
-    assert detect_format(folder) == "native"
     loaded = load_checkpoint(folder)
+    assert loaded.format == "native"
+    loaded = loaded.model
     assert loaded.config == random_vit.config
     assert_same_model(loaded, random_vit, pixels)
 
@@ -81,8 +77,9 @@ def test_timm_round_trip(
         save_file(to_timm(random_vit), str(path))
     else:
         save_torch(wrap(to_timm(random_vit)), path)
-    assert detect_format(path) == "timm"
     loaded = load_checkpoint(path, heads=4)  # width 32 is no standard size: heads must be given
+    assert loaded.format == "timm"
+    loaded = loaded.model
     c = loaded.config
     assert (c.eps, c.gelu, c.resize_mode, c.crop_pct, c.interpolation) == (
         1e-6, "erf", "crop", 0.9, "bicubic",
@@ -101,7 +98,7 @@ def test_timm_representation_layer(
     original = randomise(ViT(replace(tiny_config, representation_size=16, labels=())))
     state = to_timm(original)
     assert "pre_logits.fc.weight" in state
-    loaded = load_checkpoint(save_torch(state, tmp_path / "vit.pt"), format="timm", heads=4)
+    loaded = load_checkpoint(save_torch(state, tmp_path / "vit.pt"), format="timm", heads=4).model
     assert loaded.config.representation_size == 16
     assert_same_model(loaded, original, pixels)
 
@@ -128,8 +125,9 @@ def test_timm_hub_folder_reads_its_sidecar(
         "label_names": list(labels),
     }
     (folder / "config.json").write_text(json.dumps(sidecar))
-    assert detect_format(folder) == "timm"
     loaded = load_checkpoint(folder)
+    assert loaded.format == "timm"
+    loaded = loaded.model
     c = loaded.config
     assert (c.heads, c.labels, c.interpolation, c.crop_pct) == (4, labels, "bilinear", 0.875)
     assert (c.mean, c.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -149,7 +147,7 @@ def test_timm_heads_inferred_for_a_standard_width(
 ) -> None:
     config = ViTConfig(image_size=16, patch_size=8, dim=192, depth=1, heads=3, mlp_dim=16)
     original = randomise(ViT(config))
-    loaded = load_checkpoint(save_torch(to_timm(original), tmp_path / "ti.pth"))
+    loaded = load_checkpoint(save_torch(to_timm(original), tmp_path / "ti.pth")).model
     assert loaded.config.heads == 3
     assert_same_model(loaded, original, torch.randn(1, 3, 16, 16))
 
@@ -182,7 +180,7 @@ def _edited(add: dict[str, torch.Tensor], drop: tuple[str, ...] = ()) -> Callabl
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda m: _resnet(), r"not a ViT state dict: no patch_embed/blocks keys \(has conv1"),
+        (lambda m: _resnet(), r"format 'timm' does not fit .*; its keys: bn1\.weight, conv1"),
         (_edited({}, drop=("cls_token",)), "no class token"),
         (_edited({"reg_token": torch.zeros(1, 4, 32)}), "register tokens"),
         (_edited({"dist_token": torch.zeros(1, 1, 32)}), "distillation token"),
@@ -216,8 +214,9 @@ def test_npz_round_trip(
     original = randomise(ViT(config))
     path = tmp_path / "ViT-T_8.npz"
     np.savez(path, **to_npz(original))
-    assert detect_format(path) == "npz"
     loaded = load_checkpoint(path)
+    assert loaded.format == "npz"
+    loaded = loaded.model
     c = loaded.config
     assert (c.heads, c.gelu, c.eps, c.representation_size) == (4, "tanh", 1e-6, representation_size)
     assert (c.interpolation, c.resize_mode) == ("bilinear", "squash")
@@ -286,7 +285,7 @@ def test_npz_matches_a_flax_reference(
     arrays = to_npz(randomise(ViT(config), seed=7))
     np.savez(tmp_path / "vit.npz", **arrays)
     with torch.no_grad():
-        got = load_checkpoint(tmp_path / "vit.npz")(pixels).logits.numpy()
+        got = load_checkpoint(tmp_path / "vit.npz").model(pixels).logits.numpy()
     want = flax_vit(arrays, pixels.permute(0, 2, 3, 1).numpy())  # NCHW -> NHWC
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
 
@@ -304,15 +303,18 @@ def test_npz_names_missing_and_unexpected_arrays(
     assert "unexpected arrays: Transformer/encoderblock_0/extra/kernel" in str(err.value)
 
 
-def test_npz_refuses_pickled_object_arrays(tmp_path: Path) -> None:
-    np.savez(tmp_path / "vit.npz", cls=np.array([{"a": 1}], dtype=object))
+def test_npz_refuses_pickled_object_arrays(tmp_path: Path, random_vit: ViT, to_npz: ToNpz) -> None:
+    arrays = {**to_npz(random_vit), "cls": np.array([{"a": 1}], dtype=object)}
+    np.savez(tmp_path / "vit.npz", **arrays)
     with pytest.raises(CheckpointError, match="not a readable .npz"):
         load_checkpoint(tmp_path / "vit.npz")
 
 
 def test_npz_that_is_not_a_vit(tmp_path: Path) -> None:
     np.savez(tmp_path / "resnet.npz", **{"conv_root/kernel": np.zeros((7, 7, 3, 8))})
-    with pytest.raises(CheckpointError, match="not a Google ViT .npz"):
+    with pytest.raises(
+        CheckpointError, match=r"not a checkpoint of a known format \(hf, timm, npz"
+    ):
         load_checkpoint(tmp_path / "resnet.npz")
 
 

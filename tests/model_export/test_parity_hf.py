@@ -19,7 +19,7 @@ from torch import nn
 from transformers import ViTConfig as HFConfig
 from transformers import ViTForImageClassification, ViTImageProcessorPil, ViTModel
 
-from model_export.checkpoints import CheckpointError, detect_format, load_checkpoint
+from model_export.checkpoints import CheckpointError, load_checkpoint
 
 Randomise = Callable[[nn.Module], nn.Module]
 
@@ -64,7 +64,9 @@ def test_parity_with_transformers(
 ) -> None:
     config = CONFIGS[config_name]
     hf = save_hf(tmp_path, config, layout, MODELS[model_name], randomise)
-    ours = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.format == "hf"
+    ours = loaded.model
     size = config["image_size"]
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -92,7 +94,7 @@ def test_config_and_preprocessing_come_from_the_folder(
 ) -> None:
     config = CONFIGS["48px-p16-d3-h6-tanh-nobias"]
     save_hf(tmp_path, config, "5.x", ViTForImageClassification, randomise)
-    c = load_checkpoint(tmp_path).config
+    c = load_checkpoint(tmp_path).model.config
     assert (c.image_size, c.patch_size, c.dim, c.depth, c.heads, c.mlp_dim) == (
         48,
         16,
@@ -109,7 +111,7 @@ def test_config_and_preprocessing_come_from_the_folder(
         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], resample=3
     )
     processor.save_pretrained(tmp_path)
-    c = load_checkpoint(tmp_path).config
+    c = load_checkpoint(tmp_path).model.config
     assert (c.mean, c.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert c.interpolation == "bicubic"
 
@@ -117,7 +119,7 @@ def test_config_and_preprocessing_come_from_the_folder(
 def test_backbone_pooler_is_ignored(tmp_path: Path, randomise: Randomise) -> None:
     save_hf(tmp_path, CONFIGS["32px-p8-d2-h4-erf"], "4.x", ViTModel, randomise)
     assert any(k.startswith("pooler.") for k in load_file(tmp_path / "model.safetensors"))
-    assert load_checkpoint(tmp_path, format="hf").head.__class__ is nn.Identity
+    assert load_checkpoint(tmp_path, format="hf").model.head.__class__ is nn.Identity
 
 
 @pytest.mark.parametrize("weights", ["pytorch_model.bin", "sharded", "bare-file"])
@@ -137,8 +139,9 @@ def test_other_weight_files(tmp_path: Path, randomise: Randomise, weights: str) 
         (tmp_path / "bare").mkdir()
         path = tmp_path / "bare" / "vit.pth"
         torch.save(state, path)
-        assert detect_format(path) == "hf"
-    ours = load_checkpoint(path, heads=4)
+    loaded = load_checkpoint(path, heads=4)
+    assert loaded.format == "hf"
+    ours = loaded.model
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert rel_error(ours(pixels).logits, hf(pixels).logits) <= 1e-5

@@ -31,12 +31,12 @@ from model_export.train import (
     TrainConfig,
     TrainError,
     evaluate,
-    main,
     prepare_for_finetune,
     scratch_model,
     train,
     warmup_cosine,
 )
+from model_export.train_cli import main
 
 SORTED = tuple(sorted(CLASSES))
 TINY = dict(image_size=32, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64)
@@ -261,7 +261,7 @@ def test_cli_fine_tunes_a_checkpoint_at_a_higher_resolution(
     assert model.config.image_size == 48 and model.pos_embed.shape == (1, 1 + 36, 32)
     assert model.config.labels == SORTED and model.head.weight.shape == (6, 32)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["val_images"] == 36 and summary["source"]["format"] == "auto"
+    assert summary["val_images"] == 36 and summary["source"]["format"] == "native"
 
 
 def _exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -297,7 +297,7 @@ def test_cli_errors_exit_2_with_a_precise_message(
 
 def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     argv = [str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--from-scratch"]
-    command = [sys.executable, "-m", "model_export.train", *argv]
+    command = [sys.executable, "-m", "model_export.train_cli", *argv]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

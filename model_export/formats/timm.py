@@ -1,7 +1,9 @@
-"""timm VisionTransformer checkpoints: the key mapping and the config their shapes imply.
+"""timm VisionTransformer checkpoints: the adapter, the key mapping, the config their shapes imply.
 
-Both functions are pure and raise ValueError on weights this ViT cannot take; load_checkpoint
-reports that as a CheckpointError naming the file. timm's names are already ours:
+Detected by a folder's config.json ("architecture", timm's hub layout) or, for a lone weights
+file, by a plain patch embedding in its keys (patch_embed.proj; a patch_embed.backbone is a hybrid,
+not this adapter's). from_timm and timm_config are pure and raise ValueError on weights this ViT
+cannot take; load reports that as a CheckpointError naming the file. timm's names are already ours:
 
     patch_embed.proj, cls_token, pos_embed, norm, head
     blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}
@@ -14,14 +16,15 @@ count: timm_config takes it from the caller, the hub config.json's model_args, o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, get_args
 
 import torch
 
-from model_export.hf import _hf_preprocess, _rgb
-from model_export.model import PRESETS, Interpolation, ViTConfig
+from model_export.formats.base import Adapter, State, reading, rgb
+from model_export.formats.files import Checkpoint, Files
+from model_export.formats.geometry import config_from_shapes, grid
+from model_export.model import Interpolation, ViTConfig
 
 # VisionTransformer variants this ViT does not compute, by a key fragment that gives them away.
 _TIMM_UNSUPPORTED = {
@@ -34,8 +37,6 @@ _TIMM_UNSUPPORTED = {
     ".q_norm.": "QK-norm",
 }
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
-# The paper's table maps width to heads; it breaks the D/64 rule at H (1280 -> 16, not 20).
-_HEADS_BY_DIM = {dim: heads for dim, _, heads, _, _ in PRESETS.values()}
 _TIMM_PREPROCESS: dict[str, Any] = dict(  # timm's vision_transformer _cfg defaults
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
@@ -57,57 +58,23 @@ def from_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise ValueError(f"unsupported timm ViT: it has {what}")
     if "cls_token" not in sd:
         raise ValueError("unsupported timm ViT: it has no class token (cls_token)")
-    _grid(sd.get("pos_embed"))
+    grid(sd.get("pos_embed"))
     return {k.replace("pre_logits.fc.", "pre_logits."): v for k, v in sd.items()}
 
 
 def timm_config(
-    state: Mapping[str, torch.Tensor],
-    heads: int | None,
-    sidecar: Mapping[str, Any],
-    hf_defaults: bool = False,
+    state: Mapping[str, torch.Tensor], heads: int | None, sidecar: Mapping[str, Any]
 ) -> ViTConfig:
-    """ViTConfig from a mapped state's shapes; heads from the argument, sidecar or paper's table.
-
-    hf_defaults: the state came from a HF file with no config.json, so transformers' defaults
-    (eps 1e-12, ViTImageProcessor preprocessing) apply rather than timm's.
-    """
+    """ViTConfig from a mapped state's shapes; heads from the argument, sidecar or paper's table."""
     if sidecar.get("global_pool", "token") != "token":
         raise ValueError(f"unsupported timm global_pool {sidecar['global_pool']!r}")
-    needed = ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight")
-    if missing := [k for k in needed if k not in state]:
-        raise ValueError(f"missing keys: {', '.join(missing)}")
-    dim, channels, patch, patch_w = state["patch_embed.proj.weight"].shape  # (D, C, P, P)
-    if patch != patch_w:
-        raise ValueError(f"non-square patches {patch}×{patch_w} are unsupported")
-    head, pre_logits = state.get("head.weight"), state.get("pre_logits.weight")
-    return ViTConfig(
-        image_size=_grid(state["pos_embed"]) * patch,
-        patch_size=patch,
-        channels=channels,
-        dim=dim,
-        depth=len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
-        heads=heads or sidecar.get("model_args", {}).get("num_heads") or infer_heads(dim),
-        mlp_dim=state["blocks.0.mlp.fc1.weight"].shape[0],
-        num_classes=0 if head is None else head.shape[0],
-        eps=1e-12 if hf_defaults else 1e-6,
+    return config_from_shapes(
+        state,
+        heads or sidecar.get("model_args", {}).get("num_heads"),
+        eps=1e-6,
         gelu="erf",
-        qkv_bias="blocks.0.attn.qkv.bias" in state,
-        representation_size=None if pre_logits is None else pre_logits.shape[0],
         labels=tuple(sidecar.get("label_names") or ()),
-        **(_hf_preprocess({}) if hf_defaults else _timm_preprocess(sidecar)),
-    )
-
-
-def infer_heads(dim: int) -> int:
-    """Heads for a width: the paper's table where it applies, else the standard D/64 rule."""
-    if dim in _HEADS_BY_DIM:
-        return _HEADS_BY_DIM[dim]
-    if dim % 64 == 0:
-        return dim // 64
-    raise ValueError(
-        f"cannot infer the head count for width {dim} (not a paper size nor a multiple of 64); "
-        "pass heads= or a sidecar config.json with model_args.num_heads"
+        **_timm_preprocess(sidecar),
     )
 
 
@@ -118,24 +85,38 @@ def _timm_preprocess(sidecar: Mapping[str, Any]) -> dict[str, Any]:
     if cfg["interpolation"] not in get_args(Interpolation):
         raise ValueError(f"timm interpolation {cfg['interpolation']!r} is unsupported")
     return dict(
-        mean=_rgb(cfg["mean"], "pretrained_cfg.mean"),
-        std=_rgb(cfg["std"], "pretrained_cfg.std"),
+        mean=rgb(cfg["mean"], "pretrained_cfg.mean"),
+        std=rgb(cfg["std"], "pretrained_cfg.std"),
         interpolation=cfg["interpolation"],
         resize_mode=_TIMM_CROP_MODES[cfg["crop_mode"]],
         crop_pct=cfg["crop_pct"],
     )
 
 
-def _grid(pos_embed: torch.Tensor | None) -> int:
-    """g for a (1, 1 + g², D) position embedding: [CLS] first, then a square patch grid."""
-    n = pos_embed.shape[1] - 1 if pos_embed is not None and pos_embed.ndim == 3 else 0
-    if n < 1 or math.isqrt(n) ** 2 != n:
-        shape = None if pos_embed is None else tuple(pos_embed.shape)
-        raise ValueError(f"pos_embed {shape} is not (1, 1 + g², D) with the class position")
-    return math.isqrt(n)
-
-
 def _strip_prefixes(key: str) -> str:
     while key.startswith(_PREFIXES):
         key = key.split(".", 1)[1]
     return key
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+def detect(keys: frozenset[str], files: Files) -> bool:
+    stripped = {_strip_prefixes(k) for k in keys}
+    if any(k.startswith("patch_embed.backbone.") for k in stripped):
+        return False  # a hybrid ResNet + ViT
+    if files.is_folder:
+        return "architecture" in files.config
+    return "patch_embed.proj.weight" in stripped
+
+
+def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+    files = checkpoint.files
+    # A config.json that is not timm's (no "architecture") says nothing about a timm file.
+    sidecar = files.config if "architecture" in files.config else {}
+    state = reading(files.weights or files.path, from_timm, checkpoint.tensors())
+    return reading(files.path, timm_config, state, heads, sidecar), state
+
+
+ADAPTER = Adapter("timm", detect, load)

@@ -1,7 +1,12 @@
-"""HuggingFace transformers ViT checkpoints: the key mapping and the config they imply.
+"""HuggingFace transformers ViT checkpoints: the adapter, the key mapping and the config.
 
-Both functions are pure and raise ValueError on weights or a config this ViT cannot take;
-load_checkpoint reports that as a CheckpointError naming the file. Keys may carry the `vit.`
+Detected by a folder's config.json (model_type "vit") or, for a lone weights file, by its keys
+(embeddings.patch_embeddings...). A folder holds config.json, optionally preprocessor_config.json,
+and safetensors or pytorch_model.bin weights, optionally sharded; a bare HF-keyed file with no
+config.json is configured from its shapes and transformers' defaults (bare_hf_config).
+
+from_hf, hf_config and bare_hf_config are pure and raise ValueError on weights or a config this
+ViT cannot take; load reports that as a CheckpointError naming the file. Keys may carry the `vit.`
 prefix; per encoder layer N, 4.x names under `encoder.layer.N.`, 5.x names under `layers.N.`:
 
     attention.attention.{query,key,value} | attention.{q,k,v}_proj -> blocks.N.attn.qkv (fused)
@@ -12,7 +17,7 @@ prefix; per encoder layer N, 4.x names under `encoder.layer.N.`, 5.x names under
 
 and embeddings.{cls_token,position_embeddings,patch_embeddings.projection} -> cls_token,
 pos_embed, patch_embed.proj; layernorm -> norm; classifier -> head. pooler.* and
-embeddings.mask_token are dropped. hf_config reads config.json and preprocessor_config.json.
+embeddings.mask_token are dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +29,12 @@ from typing import Any
 
 import torch
 
+from model_export.formats.base import Adapter, State, reading, rgb
+from model_export.formats.files import Checkpoint, Files
+from model_export.formats.geometry import config_from_shapes
 from model_export.model import Gelu, Interpolation, ViTConfig
+
+PREPROCESSOR = "preprocessor_config.json"
 
 # Per-layer parameters in both layouts: 4.x `encoder.layer.N.<module>`, 5.x `layers.N.<module>`.
 _HF_LAYER = re.compile(r"(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)")
@@ -115,8 +125,15 @@ def _fuse_qkv(name: str, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([parts["q"], parts["k"], parts["v"]])  # (3D, D) or (3D,)
 
 
-def _looks_hf(state: Mapping[str, torch.Tensor]) -> bool:
-    return any(k.removeprefix("vit.").startswith("embeddings.patch_embeddings") for k in state)
+def bare_hf_config(state: Mapping[str, torch.Tensor], heads: int | None) -> ViTConfig:
+    """A HF-keyed file with no config.json: shapes give the sizes, transformers the defaults."""
+    return config_from_shapes(
+        state,
+        heads,
+        eps=_HF_DEFAULTS["layer_norm_eps"],
+        gelu=_HF_GELU[_HF_DEFAULTS["hidden_act"]],
+        **_hf_preprocess({}),
+    )
 
 
 def hf_config(
@@ -154,8 +171,8 @@ def _hf_preprocess(p: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"preprocessor resample {resample!r} is unsupported")
     normalise = p.get("do_normalize", True)
     return dict(
-        mean=_rgb(p.get("image_mean", 0.5), "image_mean") if normalise else (0.0, 0.0, 0.0),
-        std=_rgb(p.get("image_std", 0.5), "image_std") if normalise else (1.0, 1.0, 1.0),
+        mean=rgb(p.get("image_mean", 0.5), "image_mean") if normalise else (0.0, 0.0, 0.0),
+        std=rgb(p.get("image_std", 0.5), "image_std") if normalise else (1.0, 1.0, 1.0),
         interpolation=_PIL_RESAMPLE[resample],
         resize_mode="squash",
     )
@@ -169,9 +186,24 @@ def _square(value: int | list[int], name: str) -> int:
     return int(value[0])
 
 
-def _rgb(value: float | list[float], name: str) -> tuple[float, float, float]:
-    """One value per RGB channel; timm_format reads its pretrained_cfg mean/std with it too."""
-    values = [value] * 3 if isinstance(value, int | float) else list(value)
-    if len(values) != 3:
-        raise ValueError(f"{name} {value} does not give one value per RGB channel")
-    return (float(values[0]), float(values[1]), float(values[2]))
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+def detect(keys: frozenset[str], files: Files) -> bool:
+    if files.is_folder:
+        return files.config.get("model_type") == "vit"
+    return any(k.removeprefix("vit.").startswith("embeddings.patch_embeddings") for k in keys)
+
+
+def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+    files = checkpoint.files
+    state = reading(files.weights or files.path, from_hf, checkpoint.tensors())
+    if files.config.get("model_type") != "vit":  # a lone file without its config.json
+        return reading(files.path, bare_hf_config, state, heads), state
+    config = reading(
+        files.folder / "config.json", hf_config, files.config, files.json(PREPROCESSOR), state
+    )
+    return config, state
+
+
+ADAPTER = Adapter("hf", detect, load)

@@ -1,7 +1,9 @@
-"""Google's original Flax ViT checkpoints (.npz): the key mapping and the config they imply.
+"""Google's released Flax ViT checkpoints (.npz): the adapter, the key mapping and the config.
 
-Both functions are pure and raise ValueError on a file that is not a Google ViT; load_checkpoint
-reports that as a CheckpointError naming the file. Flax names and shapes, per encoder block N:
+Detected by a .npz whose arrays all sit under the released names below (a ResNet root or Linen's
+MultiHeadDotProductAttention_0 belongs to another adapter). from_npz and npz_config are pure and
+raise ValueError on a file that is not a Google ViT; load reports that as a CheckpointError naming
+the file. Flax names and shapes, per encoder block N:
 
     Transformer/encoderblock_N/
         LayerNorm_0/{scale,bias}                                  -> blocks.N.norm1
@@ -23,6 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from model_export.formats.base import Adapter, State, reading
+from model_export.formats.files import Checkpoint, Files
 from model_export.model import ViTConfig
 
 _BLOCK = re.compile(r"Transformer/encoderblock_(\d+)/")
@@ -44,6 +48,7 @@ _PER_BLOCK = (
     *(f"{_MHA}{n}/{p}" for n in (*_QKV, "out") for p in ("kernel", "bias")),
 )
 _OPTIONAL = ("head/kernel", "head/bias", "pre_logits/kernel", "pre_logits/bias")
+_ROOTS = {name.split("/")[0] for name in (*_TOP, *_OPTIONAL)}  # Transformer, embedding, cls, ...
 
 
 def from_npz(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -145,3 +150,21 @@ def _ndim(a: Mapping[str, torch.Tensor], name: str, ndim: int) -> torch.Tensor:
     if a[name].ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(a[name].shape)}")
     return a[name]
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+def detect(keys: frozenset[str], files: Files) -> bool:
+    if files.weights is None or files.weights.suffix != ".npz":
+        return False
+    released = any(_BLOCK.match(k) and f"/{_MHA}" in k for k in keys)
+    return released and all(k.split("/")[0] in _ROOTS for k in keys)
+
+
+def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+    arrays, path = checkpoint.arrays(), checkpoint.files.path
+    return reading(path, npz_config, arrays), reading(path, from_npz, arrays)
+
+
+ADAPTER = Adapter("npz", detect, load)

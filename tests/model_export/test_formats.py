@@ -1,0 +1,201 @@
+"""The format registry: each adapter claims its own checkpoints and no other's, keys are read
+without tensors, the chosen format is reported, and a contradicting --format is one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import ViTConfig as HFConfig
+from transformers import ViTForImageClassification
+
+from model_export.checkpoints import CheckpointError, load_checkpoint, save_native
+from model_export.export import main as export_main
+from model_export.formats import ADAPTERS, FORMATS, detect_format, open_checkpoint
+from model_export.model import ViT
+
+ToTimm = Callable[[ViT], dict[str, torch.Tensor]]
+ToNpz = Callable[[ViT], dict[str, np.ndarray]]
+Make = Callable[[Path, ViT, ToTimm, ToNpz], Path]
+
+
+def _hf_folder(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    c = vit.config
+    hf = ViTForImageClassification(
+        HFConfig(
+            image_size=c.image_size, patch_size=c.patch_size, hidden_size=c.dim,
+            num_hidden_layers=c.depth, num_attention_heads=c.heads,
+            intermediate_size=c.mlp_dim, num_labels=c.num_classes,
+        )
+    )  # fmt: skip
+    hf.save_pretrained(folder)
+    return folder
+
+
+def _hf_file(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    state = load_file(_hf_folder(folder / "hf", vit, to_timm, to_npz) / "model.safetensors")
+    folder.joinpath("bare").mkdir()
+    torch.save(state, folder / "bare" / "vit.pth")
+    return folder / "bare" / "vit.pth"
+
+
+def _timm_file(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    save_file(to_timm(vit), str(folder / "vit.safetensors"))
+    return folder / "vit.safetensors"
+
+
+def _timm_ddp_pth(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    state = {f"module.{k}": v for k, v in to_timm(vit).items()}
+    torch.save({"state_dict": state, "epoch": 3}, folder / "vit.pth")
+    return folder / "vit.pth"
+
+
+def _timm_folder(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    save_file(to_timm(vit), str(folder / "model.safetensors"))
+    sidecar = {"architecture": "vit_tiny_test", "model_args": {"num_heads": vit.config.heads}}
+    (folder / "config.json").write_text(json.dumps(sidecar))
+    return folder
+
+
+def _npz(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    np.savez(folder / "vit.npz", **to_npz(vit))
+    return folder / "vit.npz"
+
+
+def _native(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    return save_native(vit, folder / "native")
+
+
+FIXTURES: dict[str, tuple[str, Make]] = {  # id: (the adapter that must claim it, maker)
+    "hf-folder": ("hf", _hf_folder),
+    "hf-bare-file": ("hf", _hf_file),
+    "timm-safetensors": ("timm", _timm_file),
+    "timm-ddp-pth": ("timm", _timm_ddp_pth),
+    "timm-hub-folder": ("timm", _timm_folder),
+    "npz": ("npz", _npz),
+    "native": ("native", _native),
+}
+
+
+@pytest.fixture(params=FIXTURES)
+def fixture(
+    request: pytest.FixtureRequest, tmp_path: Path, random_vit: ViT, to_timm: ToTimm, to_npz: ToNpz
+) -> tuple[str, Path]:
+    owner, make = FIXTURES[request.param]
+    return owner, make(tmp_path, random_vit, to_timm, to_npz)
+
+
+def test_each_adapter_detects_its_own_checkpoints_and_no_others(fixture: tuple[str, Path]) -> None:
+    owner, path = fixture
+    checkpoint = open_checkpoint(path)
+    claims = [a.name for a in ADAPTERS if a.detect(checkpoint.keys, checkpoint.files)]
+    assert claims == [owner]
+
+
+def test_every_format_has_fixtures() -> None:
+    assert {owner for owner, _ in FIXTURES.values()} == set(FORMATS) - {"auto"}
+
+
+def test_load_checkpoint_reports_the_format_it_read(fixture: tuple[str, Path]) -> None:
+    owner, path = fixture
+    loaded = load_checkpoint(path, heads=4)
+    assert loaded.format == owner
+    assert load_checkpoint(path, format=owner, heads=4).format == owner
+    assert loaded.model.config.dim == 32 and not loaded.model.training
+
+
+@pytest.mark.parametrize(
+    ("make", "format", "reads_as"),
+    [(_native, "timm", "native"), (_timm_file, "npz", "timm"), (_npz, "hf", "npz"),
+     (_hf_folder, "native", "hf"), (_timm_folder, "hf", "timm")],
+)  # fmt: skip
+def test_a_format_that_contradicts_the_checkpoint(
+    tmp_path: Path,
+    random_vit: ViT,
+    to_timm: ToTimm,
+    to_npz: ToNpz,
+    make: Make,
+    format: str,
+    reads_as: str,
+) -> None:
+    path = make(tmp_path, random_vit, to_timm, to_npz)
+    message = f"format '{format}' does not fit this checkpoint; it reads as '{reads_as}'"
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path, format=format, heads=4)
+
+
+def test_vit_export_names_a_contradicting_format_in_one_line(
+    tmp_path: Path, random_vit: ViT, to_timm: ToTimm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _timm_ddp_pth(tmp_path, random_vit, to_timm, lambda m: {})
+    assert export_main([str(path), "--out", str(tmp_path / "b"), "--format", "npz"]) == 2
+    message = f"{path}: format 'npz' does not fit this checkpoint; it reads as 'timm'"
+    assert capsys.readouterr().err == f"vit-export: error: {message}\n"
+    assert not (tmp_path / "b").exists()
+
+
+def _with_an_unreadable_tensor(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """A safetensors file of state plus one tensor whose dtype torch cannot hold.
+
+    safetensors accepts the header (F6_E2M3, 6-bit floats, is in its spec), so the key names list;
+    but building that tensor fails, so any reader that loads the tensors fails on this file.
+    """
+    header: dict[str, dict[str, object]] = {}
+    data = b""
+    for name, tensor in state.items():
+        blob = tensor.float().contiguous().numpy().tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(tensor.shape),
+            "data_offsets": [len(data), len(data) + len(blob)],
+        }
+        data += blob
+    header["blocks.0.extra"] = {
+        "dtype": "F6_E2M3",
+        "shape": [8],
+        "data_offsets": [len(data), len(data) + 6],
+    }
+    data += bytes(6)  # 8 values × 6 bits
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+def test_safetensors_keys_are_read_without_loading_the_tensors(
+    tmp_path: Path, random_vit: ViT, to_timm: ToTimm
+) -> None:
+    path = tmp_path / "vit.safetensors"
+    _with_an_unreadable_tensor(path, to_timm(random_vit))
+    checkpoint = open_checkpoint(path)  # would fail here if it loaded a single tensor
+    assert "blocks.0.extra" in checkpoint.keys
+    assert detect_format(path) == "timm"
+    with pytest.raises(CheckpointError, match=r"vit\.safetensors: not a readable safetensors file"):
+        load_checkpoint(path, heads=4)
+
+
+def test_tensors_are_read_at_load_time_from_the_file(
+    tmp_path: Path, random_vit: ViT, to_timm: ToTimm
+) -> None:
+    path = _timm_file(tmp_path, random_vit, to_timm, lambda m: {})
+    checkpoint = open_checkpoint(path)  # detection's view: the header, no tensor data
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 1024])  # truncated after detection, before loading
+    with pytest.raises(CheckpointError, match=r"vit\.safetensors: not a readable safetensors"):
+        checkpoint.tensors()
+    with pytest.raises(CheckpointError, match=r"vit\.safetensors: not a readable safetensors"):
+        load_checkpoint(path, heads=4)  # a truncated download: one precise error
+
+
+def test_a_torch_file_is_unpickled_once(tmp_path: Path, random_vit: ViT, to_timm: ToTimm) -> None:
+    path = _timm_ddp_pth(tmp_path, random_vit, to_timm, lambda m: {})
+    checkpoint = open_checkpoint(path)  # loads the pickle to learn its keys ...
+    path.unlink()
+    state = checkpoint.tensors()  # ... and hands that load on: the file is not read again
+    assert set(state) == checkpoint.keys and "module.cls_token" in state

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import numpy as np
+from hostile import png
 from live import Server
 
 LIMIT = 100_000  # max_body_bytes for this server
 IMAGE = {"Content-Type": "image/jpeg"}
-
-
-def bomb_png() -> bytes:
-    """A PNG declaring 60 000 × 60 000 pixels in a few hundred bytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 256)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
+BOMB = png(60_000, 60_000)  # a few hundred bytes declaring 3.6 gigapixels
 
 
 def chunks(total: int) -> Iterator[bytes]:
@@ -41,7 +28,7 @@ def hostile(jpeg: bytes) -> list[tuple[str, dict[str, Any], int, str]]:
         ("truncated jpeg", dict(content=jpeg[: len(jpeg) // 2], headers=IMAGE), 400,
          "invalid_image"),
         ("random bytes", dict(content=noise, headers=IMAGE), 400, "invalid_image"),
-        ("decompression bomb", dict(content=bomb_png(), headers={"Content-Type": "image/png"}),
+        ("decompression bomb", dict(content=BOMB, headers={"Content-Type": "image/png"}),
          413, "image_too_large"),
         ("oversized body", dict(content=b"\xff" * (3 * LIMIT), headers=IMAGE), 413,
          "payload_too_large"),

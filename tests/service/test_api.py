@@ -6,13 +6,12 @@ import base64
 import io
 import json
 import shutil
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hostile
 import numpy as np
 import pytest
 from engines import SlowToWarm
@@ -29,6 +28,7 @@ LIMITS = dict(
     providers="cpu", max_wait_ms=1, max_body_bytes=300_000, max_images_per_request=4,
     max_queue_images=16, max_image_pixels=4_000_000,
 )  # fmt: skip
+BOMB = hostile.png(50_000, 50_000)  # a PNG header declaring 2.5 gigapixels
 Draw = Any  # the conftest `draw` fixture's callable
 FORM = "multipart/form-data; boundary=b0"
 TEXT_ONLY_FORM = b'--b0\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--b0--\r\n'
@@ -58,19 +58,6 @@ def files(*blobs: bytes) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 def scores(body: dict[str, Any]) -> list[list[tuple[int, float]]]:
     return [[(p["index"], p["score"]) for p in r["predictions"]] for r in body["results"]]
-
-
-def bomb() -> bytes:
-    """A 50 000 × 50 000 PNG header on almost no data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -202,7 +189,7 @@ def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str, str]]:
          "invalid_image", "not a JPEG, PNG"),
         ("/classify", dict(content=jpeg[: len(jpeg) // 2], headers={"Content-Type": "image/jpeg"}),
          400, "invalid_image", "truncated or corrupt"),
-        ("/classify", dict(content=bomb(), headers={"Content-Type": "image/png"}), 413,
+        ("/classify", dict(content=BOMB, headers={"Content-Type": "image/png"}), 413,
          "image_too_large", "pixels"),
         ("/classify", dict(json={"images": ["not base64!"]}), 400, "invalid_image", "base64"),
         ("/classify", dict(json={"images": ["data:image/png,abc"]}), 400, "invalid_image",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
+import hostile
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,19 +33,6 @@ def save(image: Image.Image, fmt: str, **params: object) -> bytes:
 NOISE_JPEG = save(
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)), "JPEG"
 )
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width × height but carries almost no data: a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
@@ -120,8 +106,8 @@ def test_squash_box_is_the_whole_picture_and_images_are_not_kept_by_default() ->
         (NOISE_JPEG[:100], InvalidImage, "image header is truncated or corrupt"),
         (np.random.default_rng(0).bytes(5000), InvalidImage, "not a JPEG, PNG, WebP, GIF, BMP"),
         (save(Image.new("RGB", (8, 8)), "PPM"), InvalidImage, "not a JPEG"),  # a format we refuse
-        (png_header_only(100_000, 100_000), ImageTooLarge, "too many pixels"),  # PIL's own guard
-        (png_header_only(8000, 6000), ImageTooLarge, "8000×6000 = 48,000,000 pixels"),
+        (hostile.png(100_000, 100_000), ImageTooLarge, "too many pixels"),  # PIL's own guard
+        (hostile.png(8000, 6000), ImageTooLarge, "8000×6000 = 48,000,000 pixels"),
         (b"", EmptyBody, "empty"),
     ],
     ids=[

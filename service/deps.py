@@ -1,5 +1,6 @@
 """What a route may ask for (FastAPI dependencies): the runtime, the API key check, and an
-inference request's images read under its deadline.
+inference request's images (native API) or tensors (Open Inference Protocol), read under its
+deadline.
 
 All async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
 """
@@ -10,19 +11,22 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.concurrency import run_in_threadpool
 
-from service.errors import NotReady, RequestTimeout, Unauthorized
-from service.inputs import Limits, media_type, read_images
+from service.errors import EmptyBody, NotReady, RequestTimeout, Unauthorized
+from service.inputs import Limits, media_type, read_body, read_images
 from service.middleware import record_batch
-from service.pipeline import Outcome
+from service.pipeline import Inputs, Outcome
+from service.protocol import Inference, parse_request
 from service.runtime import Runtime
 
 WATCH_AFTER_S = 0.05  # a client that leaves is noticed after at most this long in the queue
+T = TypeVar("T")
 
 
 async def _runtime(request: Request) -> Runtime:
@@ -55,7 +59,7 @@ class Job:
 
     request: Request
     runtime: Runtime
-    images: list[bytes]
+    images: Inputs
     deadline: float  # event-loop time by which the answer must be on its way
 
     async def run(self, graph: str, keep_images: bool = False) -> Outcome:
@@ -70,23 +74,52 @@ class Job:
         return outcome
 
 
+@dataclass(frozen=True)
+class InferJob(Job):
+    """An Open Inference Protocol request: its tensors, and the outputs it asked for."""
+
+    inference: Inference
+
+
 async def _job(request: Request, runtime: RuntimeDep) -> Job:
     """A full queue is refused before the body is read (under overload, most requests), and a
     body that trickles in slower than the deadline is a timeout."""
-    settings = runtime.settings
-    timeout = settings.request_timeout_s
-    deadline = asyncio.get_running_loop().time() + timeout
     media = media_type(request)
     runtime.pipeline.check_room()
-    limits = Limits(settings.max_body_bytes, settings.max_images_per_request)
-    try:
-        images = await asyncio.wait_for(read_images(request, media, limits), timeout)
-    except TimeoutError as e:
-        raise RequestTimeout("the request body did not arrive within the deadline") from e
+    limits = _limits(runtime)
+    deadline, images = await _receive(runtime, read_images(request, media, limits))
     return Job(request, runtime, images, deadline)
 
 
+async def _infer_job(request: Request, runtime: RuntimeDep) -> InferJob:
+    """The same, for a v2 infer body; parsing (JSON of up to max_body_bytes) runs off the loop."""
+    runtime.pipeline.check_room()
+    limits = _limits(runtime)
+    deadline, body = await _receive(runtime, read_body(request, limits.max_body_bytes))
+    if not body:
+        raise EmptyBody("the request body is empty")
+    inference = await run_in_threadpool(
+        parse_request, body, request.headers, runtime.manifest, limits
+    )
+    return InferJob(request, runtime, inference.inputs, deadline, inference)
+
+
 JobDep = Annotated[Job, Depends(_job)]
+InferJobDep = Annotated[InferJob, Depends(_infer_job)]
+
+
+def _limits(runtime: Runtime) -> Limits:
+    return Limits(runtime.settings.max_body_bytes, runtime.settings.max_images_per_request)
+
+
+async def _receive(runtime: Runtime, body: Awaitable[T]) -> tuple[float, T]:
+    """(the request's deadline on the loop's clock, what `body` read before it)."""
+    timeout = runtime.settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        return deadline, await asyncio.wait_for(body, timeout)
+    except TimeoutError as e:
+        raise RequestTimeout("the request body did not arrive within the deadline") from e
 
 
 async def _disconnected(request: Request) -> None:

@@ -63,7 +63,7 @@ def media_type(request: Request) -> str:
 
 
 async def read_images(request: Request, media: str, limits: Limits) -> list[bytes]:
-    body = await _read_body(request, limits.max_body_bytes)
+    body = await read_body(request, limits.max_body_bytes)
     if not body:
         raise EmptyBody("the request body is empty")
     if media == "multipart/form-data":
@@ -76,7 +76,7 @@ async def read_images(request: Request, media: str, limits: Limits) -> list[byte
     return images
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) as soon as it is known to be too large.
 
     Answering before the body is read is safe: uvicorn drops the rest of a request whose
@@ -125,10 +125,10 @@ def _json(body: bytes, max_images: int) -> list[bytes]:
         problem = describe_validation(e.errors(), limit=1)
         raise InvalidParameter(f'JSON body: {problem}; expected {{"images": [...]}}') from None
     _check_count(len(request.images), max_images)
-    return [_base64(s, i, len(request.images)) for i, s in enumerate(request.images)]
+    return [base64_image(s, i, len(request.images)) for i, s in enumerate(request.images)]
 
 
-def _base64(text: str, index: int, count: int) -> bytes:
+def base64_image(text: str, index: int, count: int) -> bytes:
     name = f"image {index}" if count > 1 else "the image"
     payload = text
     if text.startswith("data:"):

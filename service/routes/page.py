@@ -19,8 +19,9 @@ from service.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}  # the only files served
-# The page runs only its own script and style; heat-maps arrive as blob: URLs.
-POLICY = "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'"
+# The page runs only its own script and style; heat-maps arrive as blob: URLs, the (empty) icon as
+# a data: URL so that the browser does not ask for /favicon.ico.
+POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'"
 
 page = APIRouter(include_in_schema=False)
 

@@ -78,7 +78,7 @@ function showBars(predictions) {
       const label = Object.assign(document.createElement("span"), { textContent: p.label });
       const bar = Object.assign(document.createElement("span"), { className: "bar" });
       bar.style.width = `${(p.score * 100).toFixed(1)}%`;
-      const track = document.createElement("span");
+      const track = Object.assign(document.createElement("span"), { className: "track" });
       track.append(bar);
       const score = Object.assign(document.createElement("span"), {
         className: "score",

@@ -129,6 +129,15 @@ def test_images_as_bytes_answer_what_the_native_api_does(client: TestClient, dra
     assert "x-inference-time-ms" in answer.headers  # the same timing headers as the native API
 
 
+def test_bytes_may_be_shaped_b_by_1_with_nested_data(client: TestClient, draw: Draw) -> None:
+    images = [draw(seed=1), draw(seed=2)]
+    flat = image_input(*images)
+    nested = {**flat, "shape": [2, 1], "data": [[d] for d in flat["data"]]}
+    by_flat = outputs(client.post(INFER, json={"inputs": [flat]}))
+    by_nested = outputs(client.post(INFER, json={"inputs": [nested]}))
+    np.testing.assert_array_equal(by_nested["logits"], by_flat["logits"])
+
+
 def test_pixels_skip_decoding_and_answer_as_their_image_does(
     client: TestClient, draw: Draw, preprocess: Preprocessor
 ) -> None:

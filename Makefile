@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint bench demo bundle clean
+.PHONY: run test browser lint bench demo bundle clean
 
 # Serving needs no torch: a quick install of the service and the CPU ONNX Runtime.
 $(VENV)/.serve: pyproject.toml
@@ -21,8 +21,19 @@ $(VENV)/.dev: pyproject.toml constraints/cpu.txt
 run: $(VENV)/.serve
 	$(BIN)/vit-serve
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev browser
 	$(BIN)/python -m pytest
+
+# The page's browser test drives Debian's chromium through chromedriver: installed with apt-get
+# when missing (as root, as on CI, or through sudo); without apt-get the test says why it skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (apt-get) for the page's browser test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "no chromium and no apt-get: the page's browser test will be skipped"; fi
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

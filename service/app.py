@@ -31,7 +31,7 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.middleware import RequestMetrics
-from service.routes import docs, inference, operations
+from service.routes import docs, inference, operations, page, probes, v2
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -43,6 +43,9 @@ Vision Transformer inference over HTTP: dynamic batching on ONNX Runtime.
 Send images as **multipart/form-data** file parts, as a raw **image/\\*** body, or as **JSON**
 `{"images": ["<base64 or data: URI>", ...]}`. Every error answers
 `{"error": {"code": ..., "message": ...}}`; 429 and 503 carry Retry-After.
+
+The same model also speaks the **Open Inference Protocol** (KServe v2) under `/v2` (images as a
+BYTES tensor, or preprocessed pixels; errors as `{"error": "..."}`), and `/` is a page for people.
 """
 
 
@@ -77,8 +80,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     _add_error_handler(app, metrics)
     guard = [Depends(api_key_guard(settings.api_key))] if settings.api_key else []
     app.include_router(inference, dependencies=guard)
+    app.include_router(v2, dependencies=guard)
     app.include_router(docs, dependencies=[] if settings.public_docs else guard)
     app.include_router(operations)
+    app.include_router(probes)
+    app.include_router(page)
     return app
 
 
@@ -89,7 +95,8 @@ def _add_error_handler(app: FastAPI, metrics: Metrics) -> None:
         error = _as_service_error(request, exc)
         if not isinstance(error, InternalError):  # failures are counted where they happen
             metrics.rejections.labels(error.label).inc()
-        return error_response(error)
+        path = request.url.path
+        return error_response(error, "v2" if path == "/v2" or path.startswith("/v2/") else "native")
 
     for kind in (ServiceError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(kind, handle)

@@ -1,5 +1,6 @@
 """What a route may ask for (FastAPI dependencies): the runtime, the API key check, and an
-inference request's images read under its deadline.
+inference request's images (native API) or tensors (Open Inference Protocol), read under its
+deadline.
 
 All async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
 """
@@ -10,20 +11,23 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.concurrency import run_in_threadpool
 
-from service.errors import InvalidParameter, NotReady, RequestTimeout, Unauthorized
-from service.inputs import Limits, media_type, read_images
+from service.errors import EmptyBody, InvalidParameter, NotReady, RequestTimeout, Unauthorized
+from service.inputs import Limits, media_type, read_body, read_images
 from service.middleware import record_batch
-from service.pipeline import Outcome
+from service.pipeline import Inputs, Outcome
+from service.protocol import Inference, parse_request
 from service.runtime import Runtime
 
 WATCH_AFTER_S = 0.05  # a client that leaves is noticed after at most this long in the queue
+T = TypeVar("T")
 
 
 async def known_query_only(request: Request) -> None:
@@ -83,7 +87,7 @@ class Job:
 
     request: Request
     runtime: Runtime
-    images: list[bytes]
+    images: Inputs
     deadline: float  # event-loop time by which the answer must be on its way
 
     async def run(self, graph: str, keep_images: bool = False) -> Outcome:
@@ -98,34 +102,55 @@ class Job:
         return outcome
 
 
+@dataclass(frozen=True)
+class InferJob(Job):
+    """An Open Inference Protocol request: its tensors, and the outputs it asked for."""
+
+    inference: Inference
+
+
 async def _job(request: Request, runtime: RuntimeDep) -> AsyncIterator[Job]:
     """A full queue is refused before the body is read (under overload, most requests), and a
     body that trickles in slower than the deadline is a timeout. The bytes read count against
     the service's request-bytes budget until the answer is done."""
-    settings = runtime.settings
-    timeout = settings.request_timeout_s
-    deadline = asyncio.get_running_loop().time() + timeout
     media = media_type(request)
     runtime.pipeline.check_room()
-    limits = Limits(settings.max_body_bytes, settings.max_images_per_request)
-    held = 0
-
-    def take(size: int) -> None:
-        nonlocal held
-        runtime.bodies.take(size)
-        held += size
-
-    try:
-        try:
-            images = await asyncio.wait_for(read_images(request, media, limits, take), timeout)
-        except TimeoutError as e:
-            raise RequestTimeout("the request body did not arrive within the deadline") from e
+    with runtime.bodies.held_by_request() as take:
+        reading = read_images(request, media, _limits(runtime), take)
+        deadline, images = await _receive(runtime, reading)
         yield Job(request, runtime, images, deadline)
-    finally:
-        runtime.bodies.give(held)
+
+
+async def _infer_job(request: Request, runtime: RuntimeDep) -> AsyncIterator[InferJob]:
+    """The same, for a v2 infer body; parsing (JSON of up to max_body_bytes) runs off the loop."""
+    runtime.pipeline.check_room()
+    limits = _limits(runtime)
+    with runtime.bodies.held_by_request() as take:
+        deadline, body = await _receive(runtime, read_body(request, limits.max_body_bytes, take))
+        if not body:
+            raise EmptyBody("the request body is empty")
+        inference = await run_in_threadpool(
+            parse_request, body, request.headers, runtime.manifest, limits
+        )
+        yield InferJob(request, runtime, inference.inputs, deadline, inference)
 
 
 JobDep = Annotated[Job, Depends(_job)]
+InferJobDep = Annotated[InferJob, Depends(_infer_job)]
+
+
+def _limits(runtime: Runtime) -> Limits:
+    return Limits(runtime.settings.max_body_bytes, runtime.settings.max_images_per_request)
+
+
+async def _receive(runtime: Runtime, body: Awaitable[T]) -> tuple[float, T]:
+    """(the request's deadline on the loop's clock, what `body` read before it)."""
+    timeout = runtime.settings.request_timeout_s
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        return deadline, await asyncio.wait_for(body, timeout)
+    except TimeoutError as e:
+        raise RequestTimeout("the request body did not arrive within the deadline") from e
 
 
 async def _disconnected(request: Request) -> None:

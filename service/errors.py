@@ -25,19 +25,22 @@
 may be finer than the code (too_many_images vs payload_too_large). 5xx bodies never carry the
 internal cause: `public_message` is fixed for them, the cause goes to the log.
 
-`error_response` is the one place an error becomes an HTTP answer; `from_http_exception` maps what
-the framework raises (unknown path, wrong method) into this tree, and `describe_validation` is the
-one wording of pydantic's validation errors (request parameters, JSON bodies, model.json, settings).
+`error_response` is the one place an error becomes an HTTP answer, in the native shape or the Open
+Inference Protocol's (`{"error": "<message>"}`, same status and headers); `from_http_exception` maps
+what the framework raises (unknown path, wrong method) into this tree, and `describe_validation` is
+the one wording of pydantic's validation errors (request parameters, JSON bodies, model.json,
+settings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from starlette.responses import JSONResponse
 
 RETRY_AFTER_S = 1  # what 429 and 503 tell a client to wait; queues here drain in well under that
+Protocol = Literal["native", "v2"]  # the native API's error body, or the Open Inference Protocol's
 
 
 class ServiceError(Exception):
@@ -61,7 +64,9 @@ class ServiceError(Exception):
     def public_message(self) -> str:
         return self.message
 
-    def body(self) -> dict[str, Any]:
+    def body(self, protocol: Protocol = "native") -> dict[str, Any]:
+        if protocol == "v2":
+            return {"error": self.public_message}
         return {"error": {"code": self.code, "message": self.public_message}}
 
     def headers(self) -> dict[str, str]:
@@ -201,9 +206,10 @@ def all_errors() -> list[type[ServiceError]]:
     return found
 
 
-def error_response(error: ServiceError) -> JSONResponse:
-    """The one way an error becomes an answer: its status, {"error": {code, message}}, headers."""
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+def error_response(error: ServiceError, protocol: Protocol = "native") -> JSONResponse:
+    """The one way an error becomes an answer: its status, its body in the protocol's shape
+    ({"error": {code, message}} or v2's {"error": message}), its headers."""
+    return JSONResponse(error.body(protocol), status_code=error.status, headers=error.headers())
 
 
 def from_http_exception(

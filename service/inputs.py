@@ -70,7 +70,7 @@ async def read_images(
 ) -> list[bytes]:
     """Every form is bounded before it is parsed: parts and items are counted at C speed first,
     so a body of half a million empty parts or a million JSON items is refused, not parsed."""
-    body = await _read_body(request, limits.max_body_bytes, take)
+    body = await read_body(request, limits.max_body_bytes, take)
     if not body:
         raise EmptyBody("the request body is empty")
     if media == "multipart/form-data":
@@ -83,7 +83,7 @@ async def read_images(
     return images
 
 
-async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
+async def read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes:
     """The body, refused (413) as soon as it is known to be too large; each chunk is `take`n
     from the service's request-bytes budget first (429 when the service holds too much).
 
@@ -155,10 +155,10 @@ def _json(body: bytes, max_images: int) -> list[bytes]:
         problem = describe_validation(e.errors(), limit=1)
         raise InvalidParameter(f'JSON body: {problem}; expected {{"images": [...]}}') from None
     _check_count(len(request.images), max_images)
-    return [_base64(s, i, len(request.images)) for i, s in enumerate(request.images)]
+    return [base64_image(s, i, len(request.images)) for i, s in enumerate(request.images)]
 
 
-def _base64(text: str, index: int, count: int) -> bytes:
+def base64_image(text: str, index: int, count: int) -> bytes:
     name = f"image {index}" if count > 1 else "the image"
     payload = text
     if text.startswith("data:"):

@@ -16,7 +16,7 @@ import ctypes.util
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,21 @@ class BodyBudget:
 
     def give(self, size: int) -> None:
         self.held -= size
+
+    @contextmanager
+    def held_by_request(self) -> Iterator[Callable[[int], None]]:
+        """A `take` for one request; everything it took is given back when the block ends."""
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            self.take(size)
+            taken += size
+
+        try:
+            yield take
+        finally:
+            self.give(taken)
 
 
 class MemoryBudget:

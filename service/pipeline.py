@@ -2,6 +2,9 @@
 
     reserve room in the queue → decode + preprocess in the thread pool → batcher → rows back
 
+Inputs are encoded images, or (the Open Inference Protocol's `pixels` tensor) images already
+preprocessed by the client, which skip the decoding but take the same queue, batches and limits.
+
 all under the request's deadline and raced against the client going away. Either way out
 (timeout, disconnect) cancels the work: its images leave the queue before they run, and its room
 is given back.
@@ -16,11 +19,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from service.batch_request import BatchResult
 from service.batcher import Batcher
 from service.errors import ClientDisconnected, RequestTimeout, ServiceError
 from service.images import Prepared, Preprocessor
 from service.metrics import Metrics
+
+Inputs = list[bytes] | np.ndarray  # encoded images, or pixels (n, 3, S, S) float32
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class Pipeline:
     async def run(
         self,
         graph: str,
-        images: list[bytes],
+        images: Inputs,
         *,
         deadline: float,
         disconnected: Awaitable[Any],
@@ -75,23 +82,30 @@ class Pipeline:
             raise ClientDisconnected("the client closed the connection before the answer")
         raise RequestTimeout("the request did not finish within its deadline")
 
-    async def _work(self, graph: str, images: list[bytes], keep_images: bool) -> Outcome:
-        loop = asyncio.get_running_loop()
+    async def _work(self, graph: str, images: Inputs, keep_images: bool) -> Outcome:
         n = len(images)
         with self._batcher.reserve(n) as reservation:  # Overloaded / NotReady, before any work
             self._metrics.inflight_images.inc(n)
             try:
-                prepared = await asyncio.gather(
-                    *(
-                        loop.run_in_executor(self._executor, self._prepare, data, keep_images, i, n)
-                        for i, data in enumerate(images)
-                    )
-                )
+                prepared = await self._prepare_all(images, keep_images)
                 future = reservation.submit(graph, [p.pixels for p in prepared])
                 result = await asyncio.wrap_future(future)  # cancelling this cancels the future
             finally:
                 self._metrics.inflight_images.dec(n)
         return Outcome(prepared, result)
+
+    async def _prepare_all(self, images: Inputs, keep_images: bool) -> list[Prepared]:
+        if isinstance(images, np.ndarray):  # already pixels: the model sees all of each
+            s = float(self._preprocessor.image_size)
+            return [Prepared(pixels, None, (0.0, 0.0, s, s)) for pixels in images]
+        loop = asyncio.get_running_loop()
+        n = len(images)
+        return await asyncio.gather(
+            *(
+                loop.run_in_executor(self._executor, self._prepare, data, keep_images, i, n)
+                for i, data in enumerate(images)
+            )
+        )
 
     def _prepare(self, data: bytes, keep_image: bool, index: int, count: int) -> Prepared:
         started = time.perf_counter()

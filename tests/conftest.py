@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from PIL import Image, ImageDraw
 
 TINY_LABELS = ("ant", "bee", "cat", "dog")
 Draw = Callable[..., bytes]
+
+# Property and fuzz tests (tests/fuzz, tests/e2e/test_e2e_schema.py). "ci", the default, is what
+# `make test` runs: derandomised (the same examples every run, nothing saved between runs) and
+# bounded. HYPOTHESIS_PROFILE=long searches for real: fresh random examples each run, 25 times
+# as many, failures saved in .hypothesis/ and replayed first next time. The deadline catches a
+# pathological input (a hang, a quadratic parse); it is loose because this machine is shared.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=2000,
+    deadline=timedelta(seconds=5),
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("long", max_examples=50_000, deadline=timedelta(seconds=5))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,208 @@
+"""vit-inspect on the demo checkpoint and bundle, its numbers against independent numpy loops."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.numpy import load_file
+
+from model_export.attention_distance import attention_distance
+from model_export.checkpoints import load_checkpoint
+from model_export.inspect import FIGURES, REPORT, main
+from model_export.shapes import CLASSES, draw_shape
+from service.bundle import Preprocess
+from service.images import Preprocessor
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_CHECKPOINT = ROOT / "checkpoints" / "demo"
+DEMO_BUNDLE = ROOT / "models" / "demo"
+SIZES = (160, 224, 300)  # not all the model's 224: the transform resizes
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One shape per class in sub-folders, at several sizes; a text file and a hidden file too."""
+    root = tmp_path_factory.mktemp("images")
+    for i, kind in enumerate(CLASSES):
+        (root / kind).mkdir()
+        image, _ = draw_shape(kind, SIZES[i % len(SIZES)], np.random.default_rng([7, i]))
+        image.save(root / kind / ("0.png" if i % 2 else "0.jpg"), quality=95)
+    (root / "notes.txt").write_text("not an image")
+    (root / ".DS_Store").write_bytes(b"\x00\x01")
+    return root
+
+
+def run(model: Path, images: Path, out: Path) -> dict[str, Any]:
+    assert main([str(model), "--images", str(images), "--out", str(out), "--batch-size", "4"]) == 0
+    return json.loads((out / REPORT).read_text())
+
+
+@pytest.fixture(scope="module")
+def checkpoint_out(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("inspect") / "checkpoint"
+    run(DEMO_CHECKPOINT, images, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint_report(checkpoint_out: Path) -> dict[str, Any]:
+    return json.loads((checkpoint_out / REPORT).read_text())
+
+
+def demo_pixels(images: Path) -> tuple[list[str], np.ndarray]:
+    """The used images' names and pixels (B, 3, 224, 224), through the service's transform."""
+    config = json.loads((DEMO_CHECKPOINT / "config.json").read_text())
+    fields = ("mean", "std", "interpolation", "resize_mode", "crop_pct")
+    prepare = Preprocessor(Preprocess(**{k: config[k] for k in fields}), 224, 10**8)
+    files = sorted(p for p in images.rglob("*") if p.suffix in (".png", ".jpg"))
+    names = [p.relative_to(images).as_posix() for p in files]
+    return names, np.stack([prepare(p.read_bytes()).pixels for p in files])
+
+
+@pytest.fixture(scope="module")
+def demo_attentions(images: Path) -> tuple[list[str], np.ndarray]:
+    """Names and raw attention weights (B, L, H, T, T) of the demo checkpoint, float64."""
+    names, pixels = demo_pixels(images)
+    model = load_checkpoint(DEMO_CHECKPOINT)
+    with torch.no_grad():
+        weights = model(torch.from_numpy(pixels), attention=True).attentions
+    assert weights is not None
+    return names, weights.double().numpy()
+
+
+def loop_attention_distance(weights: np.ndarray, image_size: int) -> np.ndarray:
+    """(B, L, H, T, T) → (L, H): query by query, [CLS] dropped, weights renormalised, averaged."""
+    b, depth, heads, t, _ = weights.shape
+    grid = math.isqrt(t - 1)
+    stride = image_size / grid
+    rows, cols = np.divmod(np.arange(t - 1), grid)  # patch k sits at (k // g, k % g)
+    out = np.zeros((depth, heads))
+    for image in range(b):
+        for layer in range(depth):
+            for head in range(heads):
+                total = 0.0
+                for q in range(t - 1):
+                    w = weights[image, layer, head, 1 + q, 1:]
+                    dist = stride * np.hypot(rows - rows[q], cols - cols[q])  # (N,) pixels
+                    total += float((w / w.sum()) @ dist)
+                out[layer, head] += total / (t - 1)
+    return out / b
+
+
+def loop_rollout(weights: np.ndarray) -> np.ndarray:
+    """(L, H, T, T) of one image → (N,): the [CLS] row of the rollout over the patches."""
+    tokens = weights.shape[-1]
+    rollout = np.eye(tokens)
+    for layer in weights:
+        a = layer.mean(axis=0) + np.eye(tokens)
+        rollout = (a / a.sum(axis=1, keepdims=True)) @ rollout
+    return rollout[0, 1:]
+
+
+def loop_cosine(pos: np.ndarray) -> np.ndarray:
+    n = len(pos)
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = pos[i] @ pos[j] / (np.linalg.norm(pos[i]) * np.linalg.norm(pos[j]))
+    return out
+
+
+def test_attention_distance_of_hand_made_weights() -> None:
+    """Grid 2×2 at 32 px (16 px patches); every patch attends to the diagonally opposite one,
+    and [CLS] takes half of each row, which the renormalisation must remove."""
+    t = 5
+    weights = torch.zeros(1, 1, 2, t, t)
+    for q in range(4):
+        weights[0, 0, 0, 1 + q, 0] = 0.5  # [CLS]
+        weights[0, 0, 0, 1 + q, 1 + (3 - q)] = 0.5  # 0↔3, 1↔2: the opposite corner
+        weights[0, 0, 1, 1 + q, 1 + q] = 1.0  # head 1: every patch attends only to itself
+    got = attention_distance(weights, image_size=32)
+    torch.testing.assert_close(got, torch.tensor([[[16 * math.sqrt(2), 0.0]]]))
+
+
+def test_checkpoint_report_matches_independent_loops(
+    checkpoint_report: dict[str, Any], demo_attentions: tuple[list[str], np.ndarray]
+) -> None:
+    names, weights = demo_attentions
+    report = checkpoint_report
+    assert report["kind"] == "checkpoint" and report["grid"] == 14
+    assert report["images"]["used"] == len(CLASSES) == len(names)
+    assert [s["file"] for s in report["images"]["skipped"]] == ["notes.txt"]
+
+    distance = np.asarray(report["attention_distance"])  # (L, H)
+    assert distance.shape == (4, 4)
+    np.testing.assert_allclose(distance, loop_attention_distance(weights, 224), rtol=1e-5)
+
+    pos = load_file(str(DEMO_CHECKPOINT / "model.safetensors"))["pos_embed"][0, 1:]  # (196, 128)
+    similarity = np.asarray(report["position_similarity"])
+    assert similarity.shape == (196, 196)
+    np.testing.assert_allclose(similarity, loop_cosine(pos.astype(np.float64)), atol=2e-6)
+
+    for shown in report["rollout"]:
+        weights_of = weights[names.index(shown["image"])]
+        expected = loop_rollout(weights_of).reshape(14, 14)
+        np.testing.assert_allclose(shown["map"], expected, rtol=1e-4, atol=1e-6)
+    assert len({s["image"].split("/")[0] for s in report["rollout"]}) == 4  # spread over classes
+
+
+def test_filters_are_the_principal_components_of_the_patch_embedding(
+    checkpoint_report: dict[str, Any],
+) -> None:
+    filters = load_file(str(DEMO_CHECKPOINT / "model.safetensors"))["patch_embed.proj.weight"]
+    x = filters.reshape(len(filters), -1).astype(np.float64)  # (D=128, 3·16·16)
+    covariance = np.cov(x, rowvar=False)
+    eigenvalues = np.sort(np.linalg.eigvalsh(covariance))[::-1]
+    ratio = checkpoint_report["filters"]["explained_variance_ratio"]
+    assert checkpoint_report["filters"]["components"] == len(ratio) == 28
+    np.testing.assert_allclose(ratio, eigenvalues[:28] / eigenvalues.sum(), rtol=1e-4, atol=1e-6)
+
+
+def test_every_figure_is_a_png(checkpoint_out: Path, checkpoint_report: dict[str, Any]) -> None:
+    assert checkpoint_report["figures"] == FIGURES
+    for name in FIGURES.values():
+        with Image.open(checkpoint_out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200, (name, image.size)
+
+
+def refused(capsys: pytest.CaptureFixture[str], model: Path, images: Path, out: Path) -> str:
+    """Run vit-inspect expecting exit 2; the one line it printed after any progress bar."""
+    assert main([str(model), "--images", str(images), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert last.startswith("vit-inspect: error: ") and "Traceback" not in err, err
+    assert not out.exists()
+    return last
+
+
+def test_empty_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    err = refused(capsys, DEMO_CHECKPOINT, tmp_path / "empty", tmp_path / "out")
+    assert "no images" in err
+
+
+def test_folder_without_a_readable_image_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    (tmp_path / "docs" / "b.txt").write_text("text")
+    err = refused(capsys, DEMO_CHECKPOINT, tmp_path / "docs", tmp_path / "out")
+    assert "none of its 2 files is a readable image" in err
+
+
+def test_unreadable_checkpoint_is_refused(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    assert "not valid JSON" in refused(capsys, broken, images, tmp_path / "out")
+    assert "no such file" in refused(capsys, tmp_path / "nothing", images, tmp_path / "out")

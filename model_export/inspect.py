@@ -142,34 +142,35 @@ def inspect(
     distance = m.distance_sum / m.used  # (L, H)
     similarity = position_similarity(model.pos_embed)  # (N, N)
     # What a head attending to every patch equally would score: the figure's reference line.
-    uniform = float(patch_distances(model.grid, model.image_size / model.grid).mean())
+    uniform = float(patch_distances(model.layout).mean())
+    rows, cols, _ = model.layout
     report: dict[str, Any] = {
         "model": str(source),
         "kind": model.kind,
         "image_size": model.image_size,
-        "grid": model.grid,
+        "grid": [rows, cols],
         "images": {"used": m.used, "skipped": m.skipped},
         "filters": _filters(model, out),
         "position_similarity": _rounded(similarity),
         "attention_distance": _rounded(distance),
         "uniform_attention_distance": round(uniform, 6),
         "rollout": [
-            {"image": name, "map": _rounded(r.reshape(model.grid, model.grid))}
-            for name, _, r in m.rollouts
+            {"image": name, "map": _rounded(r.reshape(rows, cols))} for name, _, r in m.rollouts
         ],
     }
-    draw_position_similarity(similarity, model.grid, out / FIGURES["position_similarity"])
+    draw_position_similarity(similarity, rows, cols, out / FIGURES["position_similarity"])
     draw_attention_distance(
         distance, model.image_size, uniform, out / FIGURES["attention_distance"]
     )
-    _draw_rollouts(m.rollouts, model.grid, out / FIGURES["rollout"])
+    _draw_rollouts(m.rollouts, rows, out / FIGURES["rollout"])
     report["figures"] = {k: v for k, v in FIGURES.items() if (out / v).is_file()}
     (out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
 def _draw_rollouts(rollouts: list[tuple[str, Prepared, np.ndarray]], grid: int, path: Path) -> None:
-    """Each image and the service's own /attention overlay of its rollout."""
+    """Each image and the service's own /attention overlay of its rollout (square grids only, as
+    the service's transform makes square inputs)."""
     images = [p.image for _, p, _ in rollouts if p.image is not None]  # all: they were kept
     overlays = [
         overlay_png(image, p.box, rollout_grid(r, grid))

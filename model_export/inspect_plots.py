@@ -34,28 +34,30 @@ def draw_filters(components: np.ndarray, path: Path) -> None:
     fig.savefig(path, bbox_inches="tight")
 
 
-def similarity_mosaic(similarity: np.ndarray, grid: int) -> np.ndarray:
-    """(N, N) → (g·(g+1)−1, g·(g+1)−1): patch (r, c)'s g×g map at tile (r, c), NaN gaps between."""
-    side = grid * (grid + 1) - 1
-    mosaic = np.full((side, side), np.nan, np.float32)
-    maps = similarity.reshape(grid, grid, grid, grid)  # (row, col, key row, key col)
-    for r in range(grid):
-        for c in range(grid):
-            top, left = r * (grid + 1), c * (grid + 1)
-            mosaic[top : top + grid, left : left + grid] = maps[r, c]
+def similarity_mosaic(similarity: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(N, N) → one image: patch (r, c)'s rows×cols map at tile (r, c), one NaN line between."""
+    mosaic = np.full((rows * (rows + 1) - 1, cols * (cols + 1) - 1), np.nan, np.float32)
+    maps = similarity.reshape(rows, cols, rows, cols)  # (row, col, key row, key col)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = r * (rows + 1), c * (cols + 1)
+            mosaic[top : top + rows, left : left + cols] = maps[r, c]
     return mosaic
 
 
-def draw_position_similarity(similarity: np.ndarray, grid: int, path: Path) -> None:
+def draw_position_similarity(similarity: np.ndarray, rows: int, cols: int, path: Path) -> None:
     fig = Figure(figsize=(6.4, 5.6), dpi=DPI)
     ax = fig.add_subplot()
-    image = ax.imshow(similarity_mosaic(similarity, grid), cmap="viridis", vmin=-1, vmax=1)
-    ticks = np.arange(grid) * (grid + 1) + (grid - 1) / 2  # tile centres
-    step = max(1, grid // 10)  # about ten labels per axis
-    ax.set_xticks(ticks[::step], [str(i + 1) for i in range(0, grid, step)])
-    ax.set_yticks(ticks[::step], [str(i + 1) for i in range(0, grid, step)])
-    ax.set_xlabel("Input patch column")
-    ax.set_ylabel("Input patch row")
+    mosaic = similarity_mosaic(similarity, rows, cols)
+    image = ax.imshow(mosaic, cmap="viridis", vmin=-1, vmax=1)
+    for axis, n, label in (
+        (ax.xaxis, cols, "Input patch column"),
+        (ax.yaxis, rows, "Input patch row"),
+    ):
+        ticks = np.arange(n) * (n + 1) + (n - 1) / 2  # tile centres
+        step = max(1, n // 10)  # about ten labels per axis
+        axis.set_ticks(ticks[::step], [str(i + 1) for i in range(0, n, step)])
+        axis.set_label_text(label)
     ax.set_title("Position embedding similarity", fontsize=10)
     fig.colorbar(image, ax=ax, label="Cosine similarity")
     fig.savefig(path, bbox_inches="tight")

@@ -21,7 +21,7 @@ import torch
 from onnx import numpy_helper
 
 from model_export import checkpoints
-from model_export.attention_distance import attention_distance
+from model_export.attention_distance import Layout, attention_distance, token_layout
 from model_export.export_graphs import attention_rollout
 from service.bundle import EXPLAIN, INPUT, MANIFEST, ROLLOUT, Preprocess, load_bundle
 from service.images import Preprocessor
@@ -52,6 +52,7 @@ class InspectError(ValueError):
 class Inspectable:
     kind: str  # "checkpoint" | "bundle"
     image_size: int  # S
+    layout: Layout  # (rows, cols) of patch tokens, input pixels per token side
     depth: int  # L
     heads: int  # H
     preprocessor: Preprocessor
@@ -59,10 +60,6 @@ class Inspectable:
     filters: np.ndarray | None  # (D, 3, P, P) patch-embedding filters, None when there are none
     no_filters: str  # why filters is None ("" when it is not)
     explain: Explain
-
-    @property
-    def grid(self) -> int:
-        return round(len(self.pos_embed) ** 0.5)
 
 
 def open_model(path: Path) -> Inspectable:
@@ -75,13 +72,16 @@ def open_model(path: Path) -> Inspectable:
 def from_checkpoint(path: Path) -> Inspectable:
     model = checkpoints.load_checkpoint(path)  # CheckpointError names the problem
     config = model.config
-    hybrid = bool(getattr(config, "backbone", None))
+    if not isinstance(config.image_size, int):
+        raise InspectError(f"{path}: {config.image_size} input; the image transform is square only")
+    layout = token_layout(config)
+    hybrid = getattr(config, "backbone", None) is not None  # () is a hybrid too: stem only
 
     @torch.no_grad()
     def explain(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         weights = model(torch.from_numpy(pixels), attention=True).attentions  # (B, L, H, T, T)
         assert weights is not None
-        distance = attention_distance(weights, config.image_size)  # (B, L, H)
+        distance = attention_distance(weights, layout)  # (B, L, H)
         rollout = attention_rollout(weights)[:, 0, 1:]  # (B, N), as the explain graph serves it
         return distance.numpy(), rollout.numpy()
 
@@ -95,6 +95,7 @@ def from_checkpoint(path: Path) -> Inspectable:
     return Inspectable(
         kind="checkpoint",
         image_size=config.image_size,
+        layout=layout,
         depth=config.depth,
         heads=config.heads,
         preprocessor=Preprocessor(preprocess, config.image_size, MAX_PIXELS),
@@ -132,6 +133,7 @@ def from_bundle(path: Path) -> Inspectable:
     return Inspectable(
         kind="bundle",
         image_size=manifest.image_size,
+        layout=(manifest.grid, manifest.grid, manifest.image_size // manifest.grid),
         depth=manifest.depth,
         heads=manifest.heads,
         preprocessor=Preprocessor(manifest.preprocess, manifest.image_size, MAX_PIXELS),

@@ -77,12 +77,11 @@ def demo_attentions(images: Path) -> tuple[list[str], np.ndarray]:
     return names, weights.double().numpy()
 
 
-def loop_attention_distance(weights: np.ndarray, image_size: int) -> np.ndarray:
+def loop_attention_distance(weights: np.ndarray, layout: tuple[int, int, int]) -> np.ndarray:
     """(B, L, H, T, T) → (L, H): query by query, [CLS] dropped, weights renormalised, averaged."""
     b, depth, heads, t, _ = weights.shape
-    grid = math.isqrt(t - 1)
-    stride = image_size / grid
-    rows, cols = np.divmod(np.arange(t - 1), grid)  # patch k sits at (k // g, k % g)
+    _, width, stride = layout
+    rows, cols = np.divmod(np.arange(t - 1), width)  # patch k sits at (k // width, k % width)
     out = np.zeros((depth, heads))
     for image in range(b):
         for layer in range(depth):
@@ -124,8 +123,16 @@ def test_attention_distance_of_hand_made_weights() -> None:
         weights[0, 0, 0, 1 + q, 0] = 0.5  # [CLS]
         weights[0, 0, 0, 1 + q, 1 + (3 - q)] = 0.5  # 0↔3, 1↔2: the opposite corner
         weights[0, 0, 1, 1 + q, 1 + q] = 1.0  # head 1: every patch attends only to itself
-    got = attention_distance(weights, image_size=32)
+    got = attention_distance(weights, (2, 2, 16))
     torch.testing.assert_close(got, torch.tensor([[[16 * math.sqrt(2), 0.0]]]))
+
+
+def test_attention_distance_on_a_wide_grid_matches_the_loop() -> None:
+    """A 2×3 grid of 8 px patches (a non-square hybrid's layout): rows and columns kept apart."""
+    g = torch.Generator().manual_seed(0)
+    weights = torch.randn(2, 3, 2, 7, 7, generator=g, dtype=torch.float64).softmax(dim=-1)
+    got = attention_distance(weights, (2, 3, 8)).mean(dim=0).numpy()  # (L, H) over images
+    np.testing.assert_allclose(got, loop_attention_distance(weights.numpy(), (2, 3, 8)))
 
 
 def test_checkpoint_report_matches_independent_loops(
@@ -133,13 +140,13 @@ def test_checkpoint_report_matches_independent_loops(
 ) -> None:
     names, weights = demo_attentions
     report = checkpoint_report
-    assert report["kind"] == "checkpoint" and report["grid"] == 14
+    assert report["kind"] == "checkpoint" and report["grid"] == [14, 14]
     assert report["images"]["used"] == len(CLASSES) == len(names)
     assert [s["file"] for s in report["images"]["skipped"]] == ["notes.txt"]
 
     distance = np.asarray(report["attention_distance"])  # (L, H)
     assert distance.shape == (4, 4)
-    np.testing.assert_allclose(distance, loop_attention_distance(weights, 224), rtol=1e-5)
+    np.testing.assert_allclose(distance, loop_attention_distance(weights, (14, 14, 16)), rtol=1e-5)
 
     pos = load_file(str(DEMO_CHECKPOINT / "model.safetensors"))["pos_embed"][0, 1:]  # (196, 128)
     similarity = np.asarray(report["position_similarity"])

@@ -46,7 +46,7 @@ def similarity_mosaic(similarity: np.ndarray, rows: int, cols: int) -> np.ndarra
 
 
 def draw_position_similarity(similarity: np.ndarray, rows: int, cols: int, path: Path) -> None:
-    fig = Figure(figsize=(6.4, 5.6), dpi=DPI)
+    fig = Figure(figsize=(8.4, 7.4), dpi=DPI)  # a 14×14 grid of 14×14 maps stays readable
     ax = fig.add_subplot()
     mosaic = similarity_mosaic(similarity, rows, cols)
     image = ax.imshow(mosaic, cmap="viridis", vmin=-1, vmax=1)

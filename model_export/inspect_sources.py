@@ -21,15 +21,19 @@ import torch
 from onnx import numpy_helper
 
 from model_export import checkpoints
-from model_export.attention_distance import Layout, attention_distance, token_layout
-from model_export.export_graphs import attention_rollout
-from service.bundle import EXPLAIN, INPUT, MANIFEST, ROLLOUT, Preprocess, load_bundle
+from model_export.attention_distance import Layout, token_layout
+from model_export.export_graphs import ExplainGraph
+from model_export.preprocessing import TRAINING_MAX_PIXELS, preprocessor
+from service.bundle import (
+    ATTENTION_DISTANCE,
+    EXPLAIN,
+    INPUT,
+    MANIFEST,
+    ROLLOUT,
+    load_bundle,
+)
 from service.images import Preprocessor
-from service.settings import Settings
 
-ATTENTION_DISTANCE = "attention_distance"  # TODO(rebase): service.bundle declares it
-# The service's own limit on one image's declared pixels: a folder is read like an upload.
-MAX_PIXELS: int = Settings.model_fields["max_image_pixels"].default
 HYBRID_NO_FILTERS = (
     "hybrid model: patches are embedded from the ResNet backbone's feature maps, not from RGB "
     "pixels, so there are no RGB patch-embedding filters to show"
@@ -76,29 +80,20 @@ def from_checkpoint(path: Path) -> Inspectable:
         raise InspectError(f"{path}: {config.image_size} input; the image transform is square only")
     layout = token_layout(config)
     hybrid = getattr(config, "backbone", None) is not None  # () is a hybrid too: stem only
+    graph = ExplainGraph(model).eval()  # the very module the bundle's explain graph is made from
 
     @torch.no_grad()
     def explain(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        weights = model(torch.from_numpy(pixels), attention=True).attentions  # (B, L, H, T, T)
-        assert weights is not None
-        distance = attention_distance(weights, layout)  # (B, L, H)
-        rollout = attention_rollout(weights)[:, 0, 1:]  # (B, N), as the explain graph serves it
-        return distance.numpy(), rollout.numpy()
+        out = dict(zip(graph.outputs, graph(torch.from_numpy(pixels)), strict=True))
+        return out[ATTENTION_DISTANCE].numpy(), out[ROLLOUT].numpy()  # (B, L, H), (B, N)
 
-    preprocess = Preprocess(
-        mean=config.mean,
-        std=config.std,
-        interpolation=config.interpolation,
-        resize_mode=config.resize_mode,
-        crop_pct=config.crop_pct,
-    )
     return Inspectable(
         kind="checkpoint",
         image_size=config.image_size,
         layout=layout,
         depth=config.depth,
         heads=config.heads,
-        preprocessor=Preprocessor(preprocess, config.image_size, MAX_PIXELS),
+        preprocessor=preprocessor(config),
         pos_embed=model.pos_embed.detach()[0, 1:].numpy(),
         filters=None if hybrid else model.patch_embed.proj.weight.detach().numpy(),  # (D, 3, P, P)
         no_filters=HYBRID_NO_FILTERS if hybrid else "",
@@ -136,7 +131,9 @@ def from_bundle(path: Path) -> Inspectable:
         layout=(manifest.grid, manifest.grid, manifest.image_size // manifest.grid),
         depth=manifest.depth,
         heads=manifest.heads,
-        preprocessor=Preprocessor(manifest.preprocess, manifest.image_size, MAX_PIXELS),
+        preprocessor=Preprocessor(
+            manifest.preprocess, manifest.image_size, TRAINING_MAX_PIXELS
+        ),  # local files the user chose, read as training reads them
         pos_embed=pos_embed[0, 1:],
         filters=filters,
         no_filters="" if filters is not None else _NO_BUNDLE_FILTERS.format(d=d, p=p),

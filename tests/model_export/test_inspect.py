@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
@@ -16,9 +21,9 @@ from safetensors.numpy import load_file
 from model_export.attention_distance import attention_distance
 from model_export.checkpoints import load_checkpoint
 from model_export.inspect import FIGURES, REPORT, main
+from model_export.preprocessing import preprocessor
 from model_export.shapes import CLASSES, draw_shape
-from service.bundle import Preprocess
-from service.images import Preprocessor
+from service.bundle import ATTENTION_DISTANCE, load_bundle, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CHECKPOINT = ROOT / "checkpoints" / "demo"
@@ -44,23 +49,25 @@ def run(model: Path, images: Path, out: Path) -> dict[str, Any]:
     return json.loads((out / REPORT).read_text())
 
 
-@pytest.fixture(scope="module")
-def checkpoint_out(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("inspect") / "checkpoint"
-    run(DEMO_CHECKPOINT, images, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def checkpoint_report(checkpoint_out: Path) -> dict[str, Any]:
-    return json.loads((checkpoint_out / REPORT).read_text())
+@pytest.fixture(
+    scope="module",
+    params=[("checkpoint", DEMO_CHECKPOINT), ("bundle", DEMO_BUNDLE)],
+    ids=["checkpoint", "bundle"],
+)
+def inspected(
+    request: pytest.FixtureRequest, images: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """vit-inspect's out folder and report for the demo checkpoint (PyTorch) and bundle (ORT)."""
+    kind, model = request.param
+    out = tmp_path_factory.mktemp("inspect") / kind
+    report = run(model, images, out)
+    assert report["kind"] == kind
+    return out, report
 
 
 def demo_pixels(images: Path) -> tuple[list[str], np.ndarray]:
     """The used images' names and pixels (B, 3, 224, 224), through the service's transform."""
-    config = json.loads((DEMO_CHECKPOINT / "config.json").read_text())
-    fields = ("mean", "std", "interpolation", "resize_mode", "crop_pct")
-    prepare = Preprocessor(Preprocess(**{k: config[k] for k in fields}), 224, 10**8)
+    prepare = preprocessor(load_checkpoint(DEMO_CHECKPOINT).config)
     files = sorted(p for p in images.rglob("*") if p.suffix in (".png", ".jpg"))
     names = [p.relative_to(images).as_posix() for p in files]
     return names, np.stack([prepare(p.read_bytes()).pixels for p in files])
@@ -135,12 +142,13 @@ def test_attention_distance_on_a_wide_grid_matches_the_loop() -> None:
     np.testing.assert_allclose(got, loop_attention_distance(weights.numpy(), (2, 3, 8)))
 
 
-def test_checkpoint_report_matches_independent_loops(
-    checkpoint_report: dict[str, Any], demo_attentions: tuple[list[str], np.ndarray]
+def test_report_matches_independent_loops(
+    inspected: tuple[Path, dict[str, Any]], demo_attentions: tuple[list[str], np.ndarray]
 ) -> None:
+    """The bundle's numbers come from its ONNX graph, the loops' from the checkpoint's torch."""
     names, weights = demo_attentions
-    report = checkpoint_report
-    assert report["kind"] == "checkpoint" and report["grid"] == [14, 14]
+    _, report = inspected
+    assert report["grid"] == [14, 14]
     assert report["images"]["used"] == len(CLASSES) == len(names)
     assert [s["file"] for s in report["images"]["skipped"]] == ["notes.txt"]
 
@@ -161,21 +169,23 @@ def test_checkpoint_report_matches_independent_loops(
 
 
 def test_filters_are_the_principal_components_of_the_patch_embedding(
-    checkpoint_report: dict[str, Any],
+    inspected: tuple[Path, dict[str, Any]],
 ) -> None:
+    _, report = inspected
     filters = load_file(str(DEMO_CHECKPOINT / "model.safetensors"))["patch_embed.proj.weight"]
     x = filters.reshape(len(filters), -1).astype(np.float64)  # (D=128, 3·16·16)
     covariance = np.cov(x, rowvar=False)
     eigenvalues = np.sort(np.linalg.eigvalsh(covariance))[::-1]
-    ratio = checkpoint_report["filters"]["explained_variance_ratio"]
-    assert checkpoint_report["filters"]["components"] == len(ratio) == 28
+    ratio = report["filters"]["explained_variance_ratio"]
+    assert report["filters"]["components"] == len(ratio) == 28
     np.testing.assert_allclose(ratio, eigenvalues[:28] / eigenvalues.sum(), rtol=1e-4, atol=1e-6)
 
 
-def test_every_figure_is_a_png(checkpoint_out: Path, checkpoint_report: dict[str, Any]) -> None:
-    assert checkpoint_report["figures"] == FIGURES
+def test_every_figure_is_a_png(inspected: tuple[Path, dict[str, Any]]) -> None:
+    out, report = inspected
+    assert report["figures"] == FIGURES
     for name in FIGURES.values():
-        with Image.open(checkpoint_out / name) as image:
+        with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 200, (name, image.size)
 
 
@@ -213,3 +223,58 @@ def test_unreadable_checkpoint_is_refused(
     (broken / "config.json").write_text("{")
     assert "not valid JSON" in refused(capsys, broken, images, tmp_path / "out")
     assert "no such file" in refused(capsys, tmp_path / "nothing", images, tmp_path / "out")
+
+
+def test_command_line_process_exits_2_with_one_line(images: Path, tmp_path: Path) -> None:
+    """The real process, as the console script runs it: no traceback on a bad checkpoint."""
+    done = subprocess.run(
+        [sys.executable, "-m", "model_export.inspect", str(tmp_path / "missing"),
+         "--images", str(images), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == f"vit-inspect: error: {tmp_path / 'missing'}: no such file or folder\n"
+
+
+def rewrite_bundle(bundle: Path, copy: Path, edit: Callable[[dict[str, Any], Path], None]) -> Path:
+    """A copy of bundle whose model.json (as a dict) and files edit() changes."""
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "model.json").read_text())
+    edit(manifest, copy)
+    (copy / "model.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def drop_explain(manifest: dict[str, Any], folder: Path) -> None:
+    (folder / manifest["graphs"].pop("explain")["file"]).unlink()
+    del manifest["validation"]["explain"]
+
+
+def drop_distance_output(manifest: dict[str, Any], folder: Path) -> None:
+    """The explain graph as vit-export wrote it before attention_distance existed."""
+    spec = manifest["graphs"]["explain"]
+    graph = onnx.load(folder / spec["file"])
+    kept = [o for o in graph.graph.output if o.name != ATTENTION_DISTANCE]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, folder / spec["file"])
+    spec["sha256"] = sha256_file(folder / spec["file"])
+    spec["outputs"] = [o for o in spec["outputs"] if o["name"] != ATTENTION_DISTANCE]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(drop_explain, "no explain graph"), (drop_distance_output, "re-export the bundle")],
+    ids=["no-explain-graph", "exported-before-attention-distance"],
+)
+def test_bundle_that_cannot_explain_is_refused(
+    tiny_bundle: Path,
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any], Path], None],
+    message: str,
+) -> None:
+    bundle = rewrite_bundle(tiny_bundle, tmp_path / "bundle", edit)
+    load_bundle(bundle)  # a valid bundle: the service would serve it
+    assert message in refused(capsys, bundle, images, tmp_path / "out")

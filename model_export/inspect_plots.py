@@ -23,7 +23,7 @@ def draw_filters(components: np.ndarray, path: Path) -> None:
     k = len(components)
     cols = min(k, 7)  # the paper's 4 × 7 layout for its 28 components
     rows = math.ceil(k / cols)
-    fig = Figure(figsize=(cols * 1.1, rows * 1.1 + 0.5), dpi=DPI)
+    fig = Figure(figsize=(cols * 1.1, rows * 1.1 + 0.5), dpi=DPI, layout="constrained")
     fig.suptitle(f"RGB embedding filters (first {k} principal components)", fontsize=9)
     for i, component in enumerate(components):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -92,7 +92,7 @@ def draw_rollout(
 ) -> None:
     """Each image beside the service's own /attention picture of it (a PNG, as /attention sends)."""
     rows = len(names)
-    fig = Figure(figsize=(5.0, 2.5 * rows + 0.3), dpi=DPI)
+    fig = Figure(figsize=(5.0, 2.5 * rows + 0.3), dpi=DPI, layout="constrained")
     fig.suptitle("Attention rollout (input | attention)", fontsize=10)
     for i, (name, image, png) in enumerate(zip(names, inputs, overlays, strict=True)):
         left = fig.add_subplot(rows, 2, 2 * i + 1)

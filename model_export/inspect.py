@@ -35,7 +35,7 @@ from model_export.inspect_plots import (
 from model_export.inspect_sources import Inspectable, InspectError, open_model
 from service.attention import overlay_png, rollout_grid
 from service.bundle import BundleError
-from service.errors import ServiceError
+from service.errors import InvalidImage, ServiceError
 from service.images import Prepared
 
 FILTER_COMPONENTS = 28  # the paper shows the first 28
@@ -46,6 +46,8 @@ FIGURES = {
     "rollout": "rollout.png",
 }
 REPORT = "inspect.json"
+# A folder may hold videos or archives beside its pictures; no image is worth reading past this.
+MAX_FILE_BYTES = 256 * 2**20
 
 
 def filter_components(filters: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,26 +99,37 @@ def measure(
 ) -> Measured:
     """One pass over the images in batches: attention distance summed, a few rollouts kept.
 
-    The rollout images are spread evenly over the sorted files, so a folder of class
-    sub-folders shows several classes rather than the first class's first images.
+    The rollout images are the first readable image of each of `rollouts` equal runs of the
+    sorted files, so a folder of class sub-folders shows several classes rather than the first
+    class's first images.
     """
-    shown = set(np.linspace(0, len(files) - 1, min(rollouts, len(files))).round().astype(int))
+    shown: set[int] = set()  # the runs that have their rollout image
     m = Measured(np.zeros((model.depth, model.heads), np.float64))
     with tqdm(total=len(files), desc="inspect", unit="image") as bar:
         for start in range(0, len(files), batch_size):
             batch = []
             for i, path in enumerate(files[start : start + batch_size], start):
                 name = path.relative_to(folder).as_posix()
+                run = i * rollouts // len(files)
                 try:
-                    prepared = model.preprocessor(path.read_bytes(), keep_image=i in shown)
+                    prepared = model.preprocessor(_read(path), keep_image=run not in shown)
                 except (ServiceError, OSError) as e:
                     m.skipped.append({"file": name, "reason": str(e)})
                 else:
                     batch.append((name, prepared))
+                    shown.add(run)
                 bar.update()
             if batch:
                 _explain_batch(model, batch, m)
     return m
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, unless it is too big to be an image worth reading whole."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InvalidImage(f"{size / 2**20:.0f} MiB is too large for an image file")
+    return path.read_bytes()
 
 
 def _explain_batch(model: Inspectable, batch: list[tuple[str, Prepared]], m: Measured) -> None:
@@ -163,7 +176,9 @@ def inspect(
         distance, model.image_size, uniform, out / FIGURES["attention_distance"]
     )
     _draw_rollouts(m.rollouts, rows, out / FIGURES["rollout"])
-    report["figures"] = {k: v for k, v in FIGURES.items() if (out / v).is_file()}
+    report["figures"] = {
+        k: v for k, v in FIGURES.items() if k != "filters" or model.filters is not None
+    }
     (out / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report
 
@@ -181,6 +196,7 @@ def _draw_rollouts(rollouts: list[tuple[str, Prepared, np.ndarray]], grid: int, 
 
 def _filters(model: Inspectable, out: Path) -> dict[str, Any]:
     if model.filters is None:
+        (out / FIGURES["filters"]).unlink(missing_ok=True)  # another model's would mislead
         return {"skipped": model.no_filters}
     components, ratio = filter_components(model.filters, FILTER_COMPONENTS)
     draw_filters(components, out / FIGURES["filters"])

@@ -33,7 +33,8 @@ SIZES = (160, 224, 300)  # not all the model's 224: the transform resizes
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One shape per class in sub-folders, at several sizes; a text file and a hidden file too."""
+    """One shape per class in sub-folders, at several sizes; a text file, a hidden file and a
+    300 MiB (sparse) video too."""
     root = tmp_path_factory.mktemp("images")
     for i, kind in enumerate(CLASSES):
         (root / kind).mkdir()
@@ -41,6 +42,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image.save(root / kind / ("0.png" if i % 2 else "0.jpg"), quality=95)
     (root / "notes.txt").write_text("not an image")
     (root / ".DS_Store").write_bytes(b"\x00\x01")
+    with open(root / "video.mp4", "wb") as f:
+        f.truncate(300 * 2**20)  # sparse: costs no disk, but must not be read into memory
     return root
 
 
@@ -150,7 +153,11 @@ def test_report_matches_independent_loops(
     _, report = inspected
     assert report["grid"] == [14, 14]
     assert report["images"]["used"] == len(CLASSES) == len(names)
-    assert [s["file"] for s in report["images"]["skipped"]] == ["notes.txt"]
+    skipped = {s["file"]: s["reason"] for s in report["images"]["skipped"]}
+    assert list(skipped) == ["notes.txt", "video.mp4"]
+    assert (
+        "not a JPEG, PNG" in skipped["notes.txt"] and "300 MiB is too large" in skipped["video.mp4"]
+    )
 
     distance = np.asarray(report["attention_distance"])  # (L, H)
     assert distance.shape == (4, 4)
@@ -278,3 +285,34 @@ def test_bundle_that_cannot_explain_is_refused(
     bundle = rewrite_bundle(tiny_bundle, tmp_path / "bundle", edit)
     load_bundle(bundle)  # a valid bundle: the service would serve it
     assert message in refused(capsys, bundle, images, tmp_path / "out")
+
+
+def flatten_filters(manifest: dict[str, Any], folder: Path) -> None:
+    """Store the explain graph's (D, 3, P, P) patch filters as (D, 3·P·P) and reshape them in
+    the graph: the same function, but no RGB filter initializer, as in a hybrid's graph."""
+    spec = manifest["graphs"]["explain"]
+    graph = onnx.load(folder / spec["file"])
+    (conv,) = [t for t in graph.graph.initializer if len(t.dims) == 4 and t.dims[1] == 3]
+    weights = onnx.numpy_helper.to_array(conv)
+    graph.graph.initializer.remove(conv)
+    graph.graph.initializer.extend([
+        onnx.numpy_helper.from_array(weights.reshape(len(weights), -1), "filters_flat"),
+        onnx.numpy_helper.from_array(np.array(weights.shape, np.int64), "filters_shape"),
+    ])  # fmt: skip
+    reshape = onnx.helper.make_node("Reshape", ["filters_flat", "filters_shape"], [conv.name])
+    graph.graph.node.insert(0, reshape)
+    onnx.save(graph, folder / spec["file"])
+    spec["sha256"] = sha256_file(folder / spec["file"])
+
+
+def test_bundle_without_rgb_filters_skips_that_figure_and_says_why(
+    tiny_bundle: Path, images: Path, tmp_path: Path
+) -> None:
+    bundle = rewrite_bundle(tiny_bundle, tmp_path / "bundle", flatten_filters)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / FIGURES["filters"]).write_bytes(b"a figure of another model")
+    report = run(bundle, images, out)
+    assert "no (32, 3, 8, 8) patch-embedding filter" in report["filters"]["skipped"]
+    assert "filters" not in report["figures"] and not (out / FIGURES["filters"]).exists()
+    assert np.asarray(report["attention_distance"]).shape == (2, 2)  # the rest is all there

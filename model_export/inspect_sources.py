@@ -74,7 +74,7 @@ def open_model(path: Path) -> Inspectable:
 
 
 def from_checkpoint(path: Path) -> Inspectable:
-    model = checkpoints.load_checkpoint(path)  # CheckpointError names the problem
+    model = checkpoints.load_checkpoint(path).model  # CheckpointError names the problem
     config = model.config
     if not isinstance(config.image_size, int):
         raise InspectError(f"{path}: {config.image_size} input; the image transform is square only")

@@ -70,7 +70,7 @@ def inspected(
 
 def demo_pixels(images: Path) -> tuple[list[str], np.ndarray]:
     """The used images' names and pixels (B, 3, 224, 224), through the service's transform."""
-    prepare = preprocessor(load_checkpoint(DEMO_CHECKPOINT).config)
+    prepare = preprocessor(load_checkpoint(DEMO_CHECKPOINT).model.config)
     files = sorted(p for p in images.rglob("*") if p.suffix in (".png", ".jpg"))
     names = [p.relative_to(images).as_posix() for p in files]
     return names, np.stack([prepare(p.read_bytes()).pixels for p in files])
@@ -80,7 +80,7 @@ def demo_pixels(images: Path) -> tuple[list[str], np.ndarray]:
 def demo_attentions(images: Path) -> tuple[list[str], np.ndarray]:
     """Names and raw attention weights (B, L, H, T, T) of the demo checkpoint, float64."""
     names, pixels = demo_pixels(images)
-    model = load_checkpoint(DEMO_CHECKPOINT)
+    model = load_checkpoint(DEMO_CHECKPOINT).model
     with torch.no_grad():
         weights = model(torch.from_numpy(pixels), attention=True).attentions
     assert weights is not None

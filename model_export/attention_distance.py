@@ -5,8 +5,8 @@ the distance in pixels between the two patch centres, averaged over the queries.
 out as query and as key, and each query's remaining weights are renormalised to sum to 1, so the
 figure is a distance between patches only. It is the receptive field a head looks over, the
 analogue of a CNN layer's: small for local heads, near the uniform-attention value for heads
-that look everywhere. vit-inspect computes it from PyTorch, and the explain graph computes it
-in-graph with this same function.
+that look everywhere. The explain graph computes it with this function, and vit-inspect runs that
+graph: in PyTorch for a checkpoint, on ONNX Runtime for a bundle.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def patch_distances(layout: Layout) -> torch.Tensor:
     return offsets.square().sum(dim=-1).sqrt()  # (N, N)
 
 
-def attention_distance(weights: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """weights (B, L, H, T, T), T = 1 + N with [CLS] first → (B, L, H) mean distance in pixels."""
-    dist = patch_distances(layout).to(weights.dtype)  # (N, N)
-    if weights.shape[-1] != 1 + len(dist):
-        raise ValueError(f"{weights.shape[-1]} tokens for a {layout[0]}×{layout[1]} patch grid")
+def attention_distance(weights: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    """weights (B, L, H, T, T), T = 1 + N with [CLS] first, and patch_distances (N, N) →
+    (B, L, H) mean attention distance in pixels."""
+    if weights.shape[-1] != 1 + len(distances):
+        raise ValueError(f"{weights.shape[-1]} tokens for {len(distances)} patch positions")
     patches = weights[..., 1:, 1:]  # (B, L, H, N, N): patch queries over patch keys
     patches = patches / patches.sum(dim=-1, keepdim=True)  # each query's weights sum to 1 again
-    per_query = (patches * dist).sum(dim=-1)  # (B, L, H, N)
+    per_query = (patches * distances.to(weights.dtype)).sum(dim=-1)  # (B, L, H, N)
     return per_query.mean(dim=-1)  # (B, L, H)

@@ -42,7 +42,7 @@ from onnxscript.rewriter.ort_fusions.sdpa_via_mha import replace_sdpa_by_mha
 from onnxscript.rewriter.ort_fusions.skip_normalization import fuse_skip_layer_normalization
 from torch import nn
 
-from model_export.attention_distance import attention_distance, token_layout
+from model_export.attention_distance import attention_distance, patch_distances, token_layout
 from model_export.model import ViT
 from service.bundle import ATTENTION_DISTANCE, EXPLAIN, FAST, INPUT, OUTPUTS
 
@@ -81,14 +81,15 @@ class ExplainGraph(nn.Module):
     def __init__(self, vit: ViT) -> None:
         super().__init__()
         self.vit = vit
-        self.layout = token_layout(vit.config)  # the patch distances become a graph constant
+        # (N, N) pixels between patch centres: one constant of the graph, not recomputed per call
+        self.register_buffer("distances", patch_distances(token_layout(vit.config)), False)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.vit(pixels, attention=True)
         weights = out.attentions  # (B, L, H, T, T), T = N + 1 tokens with [CLS] first
         assert weights is not None
         rollout = attention_rollout(weights)[:, 0, 1:]  # (B, N): [CLS] row over the patches
-        distance = attention_distance(weights, self.layout)  # (B, L, H) in pixels
+        distance = attention_distance(weights, self.distances)  # (B, L, H) in pixels
         return out.logits, out.embedding, rollout, distance
 
 

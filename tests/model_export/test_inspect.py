@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
-from model_export.attention_distance import attention_distance
+from model_export.attention_distance import attention_distance, patch_distances
 from model_export.checkpoints import load_checkpoint
 from model_export.inspect import FIGURES, REPORT, main
 from model_export.preprocessing import preprocessor
@@ -133,7 +133,7 @@ def test_attention_distance_of_hand_made_weights() -> None:
         weights[0, 0, 0, 1 + q, 0] = 0.5  # [CLS]
         weights[0, 0, 0, 1 + q, 1 + (3 - q)] = 0.5  # 0↔3, 1↔2: the opposite corner
         weights[0, 0, 1, 1 + q, 1 + q] = 1.0  # head 1: every patch attends only to itself
-    got = attention_distance(weights, (2, 2, 16))
+    got = attention_distance(weights, patch_distances((2, 2, 16)))
     torch.testing.assert_close(got, torch.tensor([[[16 * math.sqrt(2), 0.0]]]))
 
 
@@ -141,7 +141,8 @@ def test_attention_distance_on_a_wide_grid_matches_the_loop() -> None:
     """A 2×3 grid of 8 px patches (a non-square hybrid's layout): rows and columns kept apart."""
     g = torch.Generator().manual_seed(0)
     weights = torch.randn(2, 3, 2, 7, 7, generator=g, dtype=torch.float64).softmax(dim=-1)
-    got = attention_distance(weights, (2, 3, 8)).mean(dim=0).numpy()  # (L, H) over images
+    got = attention_distance(weights, patch_distances((2, 3, 8))).mean(dim=0)  # (L, H)
+    got = got.numpy()
     np.testing.assert_allclose(got, loop_attention_distance(weights.numpy(), (2, 3, 8)))
 
 

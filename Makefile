@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test browser lint bench demo bundle clean
+.PHONY: run test browser lint bench demo bundle inspect clean
 
 # Serving needs no torch: a quick install of the service and the CPU ONNX Runtime.
 $(VENV)/.serve: pyproject.toml
@@ -50,6 +50,13 @@ demo: $(VENV)/.dev
 # The default bundle, from the committed demo checkpoint.
 bundle: $(VENV)/.dev
 	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 1 --force
+
+# The README's figures of the demo model (docs/inspect/): vit-inspect over 120 fresh shapes.
+inspect: $(VENV)/.dev
+	images=$$(mktemp -d) \
+	  && $(BIN)/python -m model_export.shapes --out $$images --per-class 20 --seed 3 \
+	  && $(BIN)/vit-inspect models/demo --images $$images --out docs/inspect; \
+	  status=$$?; rm -rf $$images; exit $$status
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py

@@ -37,7 +37,6 @@ from service.bundle import (
     EXPLAIN,
     FAST,
     MANIFEST,
-    OUTPUTS,
     BundleManifest,
     GraphSpec,
     GraphValidation,
@@ -104,9 +103,12 @@ def _build(
     pixels = check_pixels(config, check_images)  # (64, 3, S, S) float32
     graphs: dict[Role, GraphSpec] = {}
     validation: dict[Role, GraphValidation] = {}
-    modules: dict[Role, nn.Module] = {FAST: FastGraph(model), EXPLAIN: ExplainGraph(model)}
+    modules: dict[Role, FastGraph | ExplainGraph] = {
+        FAST: FastGraph(model),
+        EXPLAIN: ExplainGraph(model),
+    }
     for role, module in modules.items():
-        outputs = OUTPUTS[role]
+        outputs = module.outputs  # OUTPUTS[role], and for explain what only vit-inspect reads
         graph = fuse_for_ort(export_graph(module, config.image_size, outputs))
         if role == FAST and graph.fused_attention < config.depth:
             raise ExportError(

@@ -1,9 +1,9 @@
 """The two ONNX graphs of a bundle and how they are made: export, ORT fusion, float16.
 
 FAST    pixels (B, 3, H, W) → logits (B, K), embedding (B, D); attention fused into one kernel.
-EXPLAIN the same plus rollout (B, N), N = patches, computed inside the graph so no
-        (L, heads, N+1, N+1) tensor ever crosses the session boundary.
-The tensor names and which role answers which are service.bundle's (INPUT, OUTPUTS).
+EXPLAIN the same plus rollout (B, N) and attention_distance (B, L, heads), N = patches, computed
+        inside the graph so no (L, heads, N+1, N+1) tensor ever crosses the session boundary.
+The tensor names are service.bundle's; each graph's `outputs` lists them in its forward's order.
 
 Exporter choice: torch.onnx's dynamo exporter. Its graph spells scaled_dot_product_attention as
 MatMul → Softmax → MatMul with the scale split over q and k, which onnxscript's ORT fusion rules
@@ -42,8 +42,9 @@ from onnxscript.rewriter.ort_fusions.sdpa_via_mha import replace_sdpa_by_mha
 from onnxscript.rewriter.ort_fusions.skip_normalization import fuse_skip_layer_normalization
 from torch import nn
 
+from model_export.attention_distance import attention_distance, patch_distances, token_layout
 from model_export.model import ViT
-from service.bundle import INPUT
+from service.bundle import ATTENTION_DISTANCE, EXPLAIN, FAST, INPUT, OUTPUTS
 
 OPSET = 18  # >= 17 for LayerNormalization; 18 is the dynamo exporter's native opset
 FUSED_ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention"})  # com.microsoft kernels
@@ -60,6 +61,8 @@ class ExportError(ValueError):
 class FastGraph(nn.Module):
     """ViT → (logits, embedding), the order of OUTPUTS[FAST]: the serving graph."""
 
+    outputs = OUTPUTS[FAST]
+
     def __init__(self, vit: ViT) -> None:
         super().__init__()
         self.vit = vit
@@ -70,18 +73,24 @@ class FastGraph(nn.Module):
 
 
 class ExplainGraph(nn.Module):
-    """ViT(attention=True) → (logits, embedding, rollout), the order of OUTPUTS[EXPLAIN]."""
+    """ViT(attention=True) → OUTPUTS[EXPLAIN] (logits, embedding, rollout), then the mean attention
+    distance, which the service never fetches: vit-inspect reads it, so bundles can be inspected."""
+
+    outputs = (*OUTPUTS[EXPLAIN], ATTENTION_DISTANCE)
 
     def __init__(self, vit: ViT) -> None:
         super().__init__()
         self.vit = vit
+        # (N, N) pixels between patch centres: one constant of the graph, not recomputed per call
+        self.register_buffer("distances", patch_distances(token_layout(vit.config)), False)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.vit(pixels, attention=True)
         weights = out.attentions  # (B, L, H, T, T), T = N + 1 tokens with [CLS] first
         assert weights is not None
         rollout = attention_rollout(weights)[:, 0, 1:]  # (B, N): [CLS] row over the patches
-        return out.logits, out.embedding, rollout
+        distance = attention_distance(weights, self.distances)  # (B, L, H) in pixels
+        return out.logits, out.embedding, rollout, distance
 
 
 def attention_rollout(weights: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,8 @@ INPUT: Final = "pixels"  # (B, 3, S, S)
 LOGITS: Final = "logits"  # (B, K)
 EMBEDDING: Final = "embedding"  # (B, D): the final-LayerNorm [CLS] token the head reads
 ROLLOUT: Final = "rollout"  # (B, N): attention rollout, [CLS] row over the N patches
+# (B, L, H): mean attention distance in pixels per layer and head; for vit-inspect, never fetched
+ATTENTION_DISTANCE: Final = "attention_distance"
 # What each role must answer: the validator requires these, the engine fetches only these.
 OUTPUTS: Final[dict[Role, tuple[str, ...]]] = {
     FAST: (LOGITS, EMBEDDING),
@@ -130,6 +132,7 @@ class BundleManifest(_Strict):
             LOGITS: [len(self.labels)],
             EMBEDDING: [self.dim],
             ROLLOUT: [self.num_patches],
+            ATTENTION_DISTANCE: [self.depth, self.heads],
         }
         inputs = [t.name for t in graph.inputs]
         if inputs != [INPUT]:

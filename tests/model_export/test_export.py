@@ -30,6 +30,7 @@ from model_export.export_graphs import (
 from model_export.model import ViT, ViTConfig
 from model_export.preprocessing import array_pixels, bundle_preprocess
 from service.bundle import (
+    ATTENTION_DISTANCE,
     EMBEDDING,
     EXPLAIN,
     FAST,
@@ -108,10 +109,12 @@ def test_bundle_holds_both_graphs_and_a_manifest_that_round_trips(
     assert set(read.versions) >= {"torch", "onnx", "onnxruntime"}
     fast, explain = read.graphs[FAST], read.graphs[EXPLAIN]
     assert [o.name for o in fast.outputs] == list(OUTPUTS[FAST])
-    assert [o.name for o in explain.outputs] == list(OUTPUTS[EXPLAIN])
+    assert [o.name for o in explain.outputs] == [*OUTPUTS[EXPLAIN], ATTENTION_DISTANCE]
     assert [i.name for i in fast.inputs] == [i.name for i in explain.inputs] == [INPUT]
     assert fast.inputs[0].shape == ["batch", 3, 32, 32] and fast.inputs[0].dtype == "float32"
-    assert explain.outputs[-1].shape == ["batch", 16]  # rollout: one weight per patch
+    rollout, distance = explain.outputs[-2:]
+    assert rollout.shape == ["batch", 16]  # one weight per patch
+    assert distance.shape == ["batch", 2, 4]  # (L, H) in pixels, for vit-inspect
     for role in (FAST, EXPLAIN):
         v = read.validation[role]
         assert v.batch_sizes == [1, 3, 32] and v.images == 64

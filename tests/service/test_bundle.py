@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.bundle import (
+    ATTENTION_DISTANCE,
     EMBEDDING,
     EXPLAIN,
     FAST,
@@ -128,6 +129,12 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
             lambda d: d["graphs"]["explain"]["outputs"][2].update(shape=["batch", 4, 16]),
             r"explain graph: rollout has shape",
         ),
+        (  # optional, but when present it must be (depth, heads): vit-inspect reads it so
+            lambda d: d["graphs"]["explain"]["outputs"].append(
+                {"name": ATTENTION_DISTANCE, "shape": ["batch", 4, 2], "dtype": "float32"}
+            ),
+            r"explain graph: attention_distance has shape .* expected \[batch, 2, 4\]",
+        ),
     ],
     ids=[
         "patch-multiple",
@@ -149,6 +156,7 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         "explain-without-rollout",
         "wrong-input-name",
         "rollout-shape",
+        "attention-distance-shape",
     ],
 )
 def test_invalid_manifest_is_a_bundle_error_naming_the_problem(

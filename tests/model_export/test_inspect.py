@@ -1,0 +1,319 @@
+"""vit-inspect on the demo checkpoint and bundle, its numbers against independent numpy loops."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from safetensors.numpy import load_file
+
+from model_export.attention_distance import attention_distance, patch_distances
+from model_export.checkpoints import load_checkpoint
+from model_export.inspect import FIGURES, REPORT, main
+from model_export.preprocessing import preprocessor
+from model_export.shapes import CLASSES, draw_shape
+from service.bundle import ATTENTION_DISTANCE, load_bundle, sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_CHECKPOINT = ROOT / "checkpoints" / "demo"
+DEMO_BUNDLE = ROOT / "models" / "demo"
+SIZES = (160, 224, 300)  # not all the model's 224: the transform resizes
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One shape per class in sub-folders, at several sizes; a text file, a hidden file and a
+    300 MiB (sparse) video too."""
+    root = tmp_path_factory.mktemp("images")
+    for i, kind in enumerate(CLASSES):
+        (root / kind).mkdir()
+        image, _ = draw_shape(kind, SIZES[i % len(SIZES)], np.random.default_rng([7, i]))
+        image.save(root / kind / ("0.png" if i % 2 else "0.jpg"), quality=95)
+    (root / "notes.txt").write_text("not an image")
+    (root / ".DS_Store").write_bytes(b"\x00\x01")
+    with open(root / "video.mp4", "wb") as f:
+        f.truncate(300 * 2**20)  # sparse: costs no disk, but must not be read into memory
+    return root
+
+
+def run(model: Path, images: Path, out: Path) -> dict[str, Any]:
+    assert main([str(model), "--images", str(images), "--out", str(out), "--batch-size", "4"]) == 0
+    return json.loads((out / REPORT).read_text())
+
+
+@pytest.fixture(
+    scope="module",
+    params=[("checkpoint", DEMO_CHECKPOINT), ("bundle", DEMO_BUNDLE)],
+    ids=["checkpoint", "bundle"],
+)
+def inspected(
+    request: pytest.FixtureRequest, images: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """vit-inspect's out folder and report for the demo checkpoint (PyTorch) and bundle (ORT)."""
+    kind, model = request.param
+    out = tmp_path_factory.mktemp("inspect") / kind
+    report = run(model, images, out)
+    assert report["kind"] == kind
+    return out, report
+
+
+def demo_pixels(images: Path) -> tuple[list[str], np.ndarray]:
+    """The used images' names and pixels (B, 3, 224, 224), through the service's transform."""
+    prepare = preprocessor(load_checkpoint(DEMO_CHECKPOINT).model.config)
+    files = sorted(p for p in images.rglob("*") if p.suffix in (".png", ".jpg"))
+    names = [p.relative_to(images).as_posix() for p in files]
+    return names, np.stack([prepare(p.read_bytes()).pixels for p in files])
+
+
+@pytest.fixture(scope="module")
+def demo_attentions(images: Path) -> tuple[list[str], np.ndarray]:
+    """Names and raw attention weights (B, L, H, T, T) of the demo checkpoint, float64."""
+    names, pixels = demo_pixels(images)
+    model = load_checkpoint(DEMO_CHECKPOINT).model
+    with torch.no_grad():
+        weights = model(torch.from_numpy(pixels), attention=True).attentions
+    assert weights is not None
+    return names, weights.double().numpy()
+
+
+def loop_attention_distance(weights: np.ndarray, layout: tuple[int, int, int]) -> np.ndarray:
+    """(B, L, H, T, T) → (L, H): query by query, [CLS] dropped, weights renormalised, averaged."""
+    b, depth, heads, t, _ = weights.shape
+    _, width, stride = layout
+    rows, cols = np.divmod(np.arange(t - 1), width)  # patch k sits at (k // width, k % width)
+    out = np.zeros((depth, heads))
+    for image in range(b):
+        for layer in range(depth):
+            for head in range(heads):
+                total = 0.0
+                for q in range(t - 1):
+                    w = weights[image, layer, head, 1 + q, 1:]
+                    dist = stride * np.hypot(rows - rows[q], cols - cols[q])  # (N,) pixels
+                    total += float((w / w.sum()) @ dist)
+                out[layer, head] += total / (t - 1)
+    return out / b
+
+
+def loop_rollout(weights: np.ndarray) -> np.ndarray:
+    """(L, H, T, T) of one image → (N,): the [CLS] row of the rollout over the patches."""
+    tokens = weights.shape[-1]
+    rollout = np.eye(tokens)
+    for layer in weights:
+        a = layer.mean(axis=0) + np.eye(tokens)
+        rollout = (a / a.sum(axis=1, keepdims=True)) @ rollout
+    return rollout[0, 1:]
+
+
+def loop_cosine(pos: np.ndarray) -> np.ndarray:
+    n = len(pos)
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = pos[i] @ pos[j] / (np.linalg.norm(pos[i]) * np.linalg.norm(pos[j]))
+    return out
+
+
+def test_attention_distance_of_hand_made_weights() -> None:
+    """Grid 2×2 at 32 px (16 px patches); every patch attends to the diagonally opposite one,
+    and [CLS] takes half of each row, which the renormalisation must remove."""
+    t = 5
+    weights = torch.zeros(1, 1, 2, t, t)
+    for q in range(4):
+        weights[0, 0, 0, 1 + q, 0] = 0.5  # [CLS]
+        weights[0, 0, 0, 1 + q, 1 + (3 - q)] = 0.5  # 0↔3, 1↔2: the opposite corner
+        weights[0, 0, 1, 1 + q, 1 + q] = 1.0  # head 1: every patch attends only to itself
+    got = attention_distance(weights, patch_distances((2, 2, 16)))
+    torch.testing.assert_close(got, torch.tensor([[[16 * math.sqrt(2), 0.0]]]))
+
+
+def test_attention_distance_on_a_wide_grid_matches_the_loop() -> None:
+    """A 2×3 grid of 8 px patches (a non-square hybrid's layout): rows and columns kept apart."""
+    g = torch.Generator().manual_seed(0)
+    weights = torch.randn(2, 3, 2, 7, 7, generator=g, dtype=torch.float64).softmax(dim=-1)
+    got = attention_distance(weights, patch_distances((2, 3, 8))).mean(dim=0)  # (L, H)
+    got = got.numpy()
+    np.testing.assert_allclose(got, loop_attention_distance(weights.numpy(), (2, 3, 8)))
+
+
+def test_report_matches_independent_loops(
+    inspected: tuple[Path, dict[str, Any]], demo_attentions: tuple[list[str], np.ndarray]
+) -> None:
+    """The bundle's numbers come from its ONNX graph, the loops' from the checkpoint's torch."""
+    names, weights = demo_attentions
+    _, report = inspected
+    assert report["grid"] == [14, 14]
+    assert report["images"]["used"] == len(CLASSES) == len(names)
+    skipped = {s["file"]: s["reason"] for s in report["images"]["skipped"]}
+    assert list(skipped) == ["notes.txt", "video.mp4"]
+    assert (
+        "not a JPEG, PNG" in skipped["notes.txt"] and "300 MiB is too large" in skipped["video.mp4"]
+    )
+
+    distance = np.asarray(report["attention_distance"])  # (L, H)
+    assert distance.shape == (4, 4)
+    np.testing.assert_allclose(distance, loop_attention_distance(weights, (14, 14, 16)), rtol=1e-5)
+
+    pos = load_file(str(DEMO_CHECKPOINT / "model.safetensors"))["pos_embed"][0, 1:]  # (196, 128)
+    similarity = np.asarray(report["position_similarity"])
+    assert similarity.shape == (196, 196)
+    np.testing.assert_allclose(similarity, loop_cosine(pos.astype(np.float64)), atol=2e-6)
+
+    for shown in report["rollout"]:
+        weights_of = weights[names.index(shown["image"])]
+        expected = loop_rollout(weights_of).reshape(14, 14)
+        np.testing.assert_allclose(shown["map"], expected, rtol=1e-4, atol=1e-6)
+    assert len({s["image"].split("/")[0] for s in report["rollout"]}) == 4  # spread over classes
+
+
+def test_filters_are_the_principal_components_of_the_patch_embedding(
+    inspected: tuple[Path, dict[str, Any]],
+) -> None:
+    _, report = inspected
+    filters = load_file(str(DEMO_CHECKPOINT / "model.safetensors"))["patch_embed.proj.weight"]
+    x = filters.reshape(len(filters), -1).astype(np.float64)  # (D=128, 3·16·16)
+    covariance = np.cov(x, rowvar=False)
+    eigenvalues = np.sort(np.linalg.eigvalsh(covariance))[::-1]
+    ratio = report["filters"]["explained_variance_ratio"]
+    assert report["filters"]["components"] == len(ratio) == 28
+    np.testing.assert_allclose(ratio, eigenvalues[:28] / eigenvalues.sum(), rtol=1e-4, atol=1e-6)
+
+
+def test_every_figure_is_a_png(inspected: tuple[Path, dict[str, Any]]) -> None:
+    out, report = inspected
+    assert report["figures"] == FIGURES
+    for name in FIGURES.values():
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200, (name, image.size)
+
+
+def refused(capsys: pytest.CaptureFixture[str], model: Path, images: Path, out: Path) -> str:
+    """Run vit-inspect expecting exit 2; the one line it printed after any progress bar."""
+    assert main([str(model), "--images", str(images), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert last.startswith("vit-inspect: error: ") and "Traceback" not in err, err
+    assert not out.exists()
+    return last
+
+
+def test_empty_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    err = refused(capsys, DEMO_CHECKPOINT, tmp_path / "empty", tmp_path / "out")
+    assert "no images" in err
+
+
+def test_folder_without_a_readable_image_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    (tmp_path / "docs" / "b.txt").write_text("text")
+    err = refused(capsys, DEMO_CHECKPOINT, tmp_path / "docs", tmp_path / "out")
+    assert "none of its 2 files is a readable image" in err
+
+
+def test_unreadable_checkpoint_is_refused(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{")
+    assert "not valid JSON" in refused(capsys, broken, images, tmp_path / "out")
+    assert "no such file" in refused(capsys, tmp_path / "nothing", images, tmp_path / "out")
+
+
+def test_command_line_process_exits_2_with_one_line(images: Path, tmp_path: Path) -> None:
+    """The real process, as the console script runs it: no traceback on a bad checkpoint."""
+    done = subprocess.run(
+        [sys.executable, "-m", "model_export.inspect", str(tmp_path / "missing"),
+         "--images", str(images), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == f"vit-inspect: error: {tmp_path / 'missing'}: no such file or folder\n"
+
+
+def rewrite_bundle(bundle: Path, copy: Path, edit: Callable[[dict[str, Any], Path], None]) -> Path:
+    """A copy of bundle whose model.json (as a dict) and files edit() changes."""
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "model.json").read_text())
+    edit(manifest, copy)
+    (copy / "model.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def drop_explain(manifest: dict[str, Any], folder: Path) -> None:
+    (folder / manifest["graphs"].pop("explain")["file"]).unlink()
+    del manifest["validation"]["explain"]
+
+
+def drop_distance_output(manifest: dict[str, Any], folder: Path) -> None:
+    """The explain graph as vit-export wrote it before attention_distance existed."""
+    spec = manifest["graphs"]["explain"]
+    graph = onnx.load(folder / spec["file"])
+    kept = [o for o in graph.graph.output if o.name != ATTENTION_DISTANCE]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, folder / spec["file"])
+    spec["sha256"] = sha256_file(folder / spec["file"])
+    spec["outputs"] = [o for o in spec["outputs"] if o["name"] != ATTENTION_DISTANCE]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [(drop_explain, "no explain graph"), (drop_distance_output, "re-export the bundle")],
+    ids=["no-explain-graph", "exported-before-attention-distance"],
+)
+def test_bundle_that_cannot_explain_is_refused(
+    tiny_bundle: Path,
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[dict[str, Any], Path], None],
+    message: str,
+) -> None:
+    bundle = rewrite_bundle(tiny_bundle, tmp_path / "bundle", edit)
+    load_bundle(bundle)  # a valid bundle: the service would serve it
+    assert message in refused(capsys, bundle, images, tmp_path / "out")
+
+
+def flatten_filters(manifest: dict[str, Any], folder: Path) -> None:
+    """Store the explain graph's (D, 3, P, P) patch filters as (D, 3·P·P) and reshape them in
+    the graph: the same function, but no RGB filter initializer, as in a hybrid's graph."""
+    spec = manifest["graphs"]["explain"]
+    graph = onnx.load(folder / spec["file"])
+    (conv,) = [t for t in graph.graph.initializer if len(t.dims) == 4 and t.dims[1] == 3]
+    weights = onnx.numpy_helper.to_array(conv)
+    graph.graph.initializer.remove(conv)
+    graph.graph.initializer.extend([
+        onnx.numpy_helper.from_array(weights.reshape(len(weights), -1), "filters_flat"),
+        onnx.numpy_helper.from_array(np.array(weights.shape, np.int64), "filters_shape"),
+    ])  # fmt: skip
+    reshape = onnx.helper.make_node("Reshape", ["filters_flat", "filters_shape"], [conv.name])
+    graph.graph.node.insert(0, reshape)
+    onnx.save(graph, folder / spec["file"])
+    spec["sha256"] = sha256_file(folder / spec["file"])
+
+
+def test_bundle_without_rgb_filters_skips_that_figure_and_says_why(
+    tiny_bundle: Path, images: Path, tmp_path: Path
+) -> None:
+    bundle = rewrite_bundle(tiny_bundle, tmp_path / "bundle", flatten_filters)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / FIGURES["filters"]).write_bytes(b"a figure of another model")
+    report = run(bundle, images, out)
+    assert "no (32, 3, 8, 8) patch-embedding filter" in report["filters"]["skipped"]
+    assert "filters" not in report["figures"] and not (out / FIGURES["filters"]).exists()
+    assert np.asarray(report["attention_distance"]).shape == (2, 2)  # the rest is all there

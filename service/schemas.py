@@ -97,6 +97,12 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class V2ErrorBody(BaseModel):
+    """The Open Inference Protocol's error shape."""
+
+    error: str
+
+
 # -- OpenAPI ---------------------------------------------------------------------------------
 
 IMAGE_BODY: dict[str, Any] = {
@@ -115,6 +121,7 @@ IMAGE_BODY: dict[str, Any] = {
                         "file": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
                             "description": "one file part per image (any field name), in order",
                         }
                     },
@@ -122,8 +129,11 @@ IMAGE_BODY: dict[str, Any] = {
                 }
             },
             "image/*": {
-                "schema": {"type": "string", "format": "binary"},
-                "example": "(the bytes of one image; Content-Type image/jpeg, image/png, ...)",
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "one image's bytes; Content-Type image/jpeg, image/png, ...",
+                },
             },
             "application/json": {"schema": ImagesJSON.model_json_schema()},
         },
@@ -131,7 +141,9 @@ IMAGE_BODY: dict[str, Any] = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(
+    *statuses: int, body: type[BaseModel] = ErrorBody
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these statuses, each listing the error codes that use it."""
     codes: dict[int, list[str]] = defaultdict(list)
     for cls in all_errors():
@@ -140,7 +152,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             codes[status].append(cls.code)
     return {
         status: {
-            "model": ErrorBody,
+            "model": body,
             "description": "error codes: " + ", ".join(codes[status]),
         }
         for status in statuses

@@ -33,7 +33,7 @@ from service.protocol import (
     model_metadata,
 )
 from service.runtime import Runtime
-from service.schemas import error_responses
+from service.schemas import V2ErrorBody, error_responses
 
 probes = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
 v2 = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
@@ -52,7 +52,13 @@ INFER_BODY = {
     }
 }
 INFER_OCTETS: dict[int | str, dict[str, Any]] = {200: {"content": {"application/octet-stream": {}}}}
-INFER_ERRORS = error_responses(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
+
+
+def v2_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return error_responses(*statuses, body=V2ErrorBody)
+
+
+INFER_ERRORS = v2_errors(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
 EMPTY_200: dict[int | str, dict[str, Any]] = {200: {"description": "true (empty body)"}}
 
 
@@ -84,23 +90,33 @@ def _health(runtime: Runtime, ok: bool) -> Response:
     return Response(status_code=200) if ok else error_response(NotReady(runtime.status()), "v2")
 
 
-@probes.get("/health/live", responses={**EMPTY_200, **error_responses(503)}, summary="Live")
+@probes.get(
+    "/health/live",
+    response_class=Response,  # 200 has no body
+    responses={**EMPTY_200, **v2_errors(503)},
+    summary="Live",
+)
 async def live(runtime: RuntimeDep) -> Response:
     return _health(runtime, runtime.alive)
 
 
-@probes.get("/health/ready", responses={**EMPTY_200, **error_responses(503)}, summary="Ready")
+@probes.get(
+    "/health/ready",
+    response_class=Response,
+    responses={**EMPTY_200, **v2_errors(503)},
+    summary="Ready",
+)
 async def ready(runtime: RuntimeDep) -> Response:
     return _health(runtime, runtime.ready)
 
 
-@v2.get("", summary="Server metadata", responses=error_responses(401))
+@v2.get("", summary="Server metadata", responses=v2_errors(401))
 async def server_metadata(request: Request) -> ServerMetadata:
     app = request.app
     return ServerMetadata(name=app.title, version=app.version, extensions=EXTENSIONS)
 
 
-METADATA = error_responses(401, 404)
+METADATA = v2_errors(401, 404)
 
 
 @v2.get("/models/{name}", summary="Model metadata", responses=METADATA)
@@ -113,15 +129,20 @@ async def version_metadata(manifest: VersionDep) -> ModelMetadata:
     return model_metadata(manifest)
 
 
-READY = {**EMPTY_200, **error_responses(401, 404, 503)}
+READY = {**EMPTY_200, **v2_errors(401, 404, 503)}
 
 
-@v2.get("/models/{name}/ready", summary="Model ready", responses=READY)
+@v2.get("/models/{name}/ready", summary="Model ready", responses=READY, response_class=Response)
 async def model_ready(runtime: RuntimeDep, manifest: ModelDep) -> Response:
     return _health(runtime, runtime.ready)
 
 
-@v2.get("/models/{name}/versions/{version}/ready", summary="Model ready", responses=READY)
+@v2.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model ready",
+    responses=READY,
+    response_class=Response,
+)
 async def version_ready(runtime: RuntimeDep, manifest: VersionDep) -> Response:
     return _health(runtime, runtime.ready)
 

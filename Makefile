@@ -12,10 +12,10 @@ $(VENV)/.serve: pyproject.toml
 	$(PIP) -e '.[cpu]'
 	touch $@
 
-# Everything: torch (CPU build, pinned), export and test tools.
-$(VENV)/.dev: pyproject.toml constraints/cpu.txt
+# Everything: torch (CPU build, pinned), export and test tools, and vit-client (its own package).
+$(VENV)/.dev: pyproject.toml constraints/cpu.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) -c constraints/cpu.txt -e '.[cpu,export,dev]'
+	$(PIP) -c constraints/cpu.txt -e '.[cpu,export,dev]' -e ./client
 	touch $@ $(VENV)/.serve
 
 run: $(VENV)/.serve

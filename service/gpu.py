@@ -1,9 +1,10 @@
 """The NVIDIA driver against the CUDA that ONNX Runtime was built with.
 
 ONNX Runtime reports a CUDA session it could not create only as a silent fall-back to the CPU, so
-when CUDA is missing the engine asks here whether the driver explains it: CUDA 13 builds need
-driver ≥ 580, CUDA 12 builds ≥ 525 (NVIDIA's minor-version compatibility table). An older driver
-gets one line naming both versions instead of "no GPU visible".
+when CUDA is missing the engine asks here what the host shows: no driver at all, or one too old
+for the CUDA the wheel was built with (CUDA 13 builds need driver ≥ 580, CUDA 12 builds ≥ 525:
+NVIDIA's minor-version compatibility table). An old driver gets one line naming both versions,
+not "no GPU visible".
 
 Standard library only: the check must run where nothing else of the service can.
 """
@@ -76,7 +77,22 @@ def onnxruntime_cuda_version() -> str | None:
     return getattr(info, "cuda_version", None) or None
 
 
+def no_cuda_reason(cuda_version: str | None, driver: str | None) -> str:
+    """Why a CUDA session could not be made, from what the host shows: no driver, a driver too
+    old for the build, or a driver that is fine (then ONNX Runtime's own error, logged just
+    before, names the library or device it could not use)."""
+    if driver is None:
+        return (
+            "no NVIDIA driver is visible (no GPU here, or a container started without the "
+            "NVIDIA Container Toolkit, e.g. docker run --gpus all)"
+        )
+    problem = driver_problem(cuda_version, driver)
+    return problem or (
+        f"NVIDIA driver {driver} is loaded, but ONNX Runtime could not use a GPU or load the "
+        "CUDA/cuDNN libraries (its own error above says which)"
+    )
+
+
 def why_no_cuda() -> str:
-    """Why ONNX Runtime could not create a CUDA session, as far as the host can tell."""
-    problem = driver_problem(onnxruntime_cuda_version(), driver_version())
-    return problem or "no GPU visible, or the CUDA/cuDNN libraries are missing"
+    """no_cuda_reason for this host and the installed onnxruntime."""
+    return no_cuda_reason(onnxruntime_cuda_version(), driver_version())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.gpu import driver_problem, driver_version, onnxruntime_cuda_version, why_no_cuda
+from service.gpu import driver_problem, driver_version, no_cuda_reason, onnxruntime_cuda_version
 
 PROPRIETARY = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\n"
@@ -76,9 +76,25 @@ def test_nothing_known_says_nothing(cuda: str | None, driver: str | None) -> Non
     assert driver_problem(cuda, driver) is None
 
 
-def test_cpu_build_has_no_cuda_version_and_keeps_the_generic_reason() -> None:
+def test_no_driver_says_so_and_how_a_container_gets_one() -> None:
+    assert "no NVIDIA driver is visible" in no_cuda_reason("13.0", None)
+    assert "--gpus all" in no_cuda_reason("13.0", None)
+
+
+def test_the_reason_for_an_old_driver_is_the_driver(tmp_path: Path, no_nvidia_smi: Path) -> None:
+    proc = tmp_path / "version"
+    proc.write_text(PROPRIETARY)
+    reason = no_cuda_reason("13.0", driver_version(proc))
+    assert reason == driver_problem("13.0", "550.54.14")
+
+
+def test_a_good_driver_points_at_onnxruntimes_own_error() -> None:
+    reason = no_cuda_reason("13.0", "580.65.06")
+    assert reason.startswith("NVIDIA driver 580.65.06 is loaded") and "its own error" in reason
+
+
+def test_cpu_build_has_no_cuda_version() -> None:
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime is the CUDA build")
     assert onnxruntime_cuda_version() is None
-    assert why_no_cuda() == "no GPU visible, or the CUDA/cuDNN libraries are missing"

@@ -4,7 +4,7 @@ Every shared library ONNX Runtime's CUDA provider loads (the provider itself, an
 cuDNN wheels it dlopens) resolves inside the image except the driver's libcuda.so.1, which the
 NVIDIA Container Toolkit mounts from the host; the onnxruntime build names the CUDA it needs, so
 the driver check can compare; and without a GPU the service starts on the CPU saying why, or, with
-VIT_PROVIDERS=cuda as compose sets it, refuses in one line. `make test-image-gpu` builds the image
+VIT_PROVIDERS=cuda as compose sets it, refuses in one line, which names a driver too old. `make test-image-gpu` builds the image
 and runs this file; elsewhere it skips.
 """
 
@@ -18,10 +18,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from container import IMAGE, Container, compose_flags, engine, free_port, needs_image, remove, start
 from deployfiles import CUDA_ARCHS, lock_pins
 
-from service.gpu import MIN_DRIVER
+from service.gpu import MIN_DRIVER, driver_problem
 
 pytestmark = needs_image
 DRIVER_LIBRARY = "libcuda.so.1"
@@ -114,3 +115,22 @@ def test_cuda_kernels_are_built_for_what_the_deployment_admits(tmp_path: Path) -
         [cuobjdump, "--list-ptx", tmp_path / "provider.so"], capture_output=True, text=True
     )
     assert "No PTX" in ptx.stdout + ptx.stderr, "PTX would let newer GPUs JIT-compile the kernels"
+
+
+def test_an_old_driver_is_named_in_the_one_line(tmp_path: Path) -> None:
+    """A host whose driver is too old for CUDA 13: its version reaches the service (here through
+    nvidia-smi, which the NVIDIA Container Toolkit mounts too) and the refusal names it."""
+    if Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("this host has an NVIDIA driver, which the container would see instead")
+    cuda = python_in_image("from service.gpu import onnxruntime_cuda_version as v; print(v())")
+    old = f"{MIN_DRIVER[int(cuda.split('.')[0])] - 30}.54.14"
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho {old}\n")
+    smi.chmod(0o755)
+    mount = f"--volume={smi}:/usr/local/bin/nvidia-smi:ro"
+    done = engine("run", "--rm", mount, "--env=VIT_PROVIDERS=cuda", IMAGE, check=False)
+    assert done.returncode == 2, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("vit-serve:")]
+    problem = driver_problem(cuda.strip(), old)
+    assert problem and old in problem
+    assert line.endswith(f"could not create a CUDA session: {problem}")

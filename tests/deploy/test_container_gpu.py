@@ -4,8 +4,8 @@ Every shared library ONNX Runtime's CUDA provider loads (the provider itself, an
 cuDNN wheels it dlopens) resolves inside the image except the driver's libcuda.so.1, which the
 NVIDIA Container Toolkit mounts from the host; the onnxruntime build names the CUDA it needs, so
 the driver check can compare; and without a GPU the service starts on the CPU saying why, or, with
-VIT_PROVIDERS=cuda as compose sets it, refuses in one line, which names a driver too old. `make test-image-gpu` builds the image
-and runs this file; elsewhere it skips.
+VIT_PROVIDERS=cuda as compose sets it, refuses in one line, which names a driver too old.
+`make test-image-gpu` builds the image and runs this file; elsewhere it skips.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ command -v debootstrap >/dev/null || {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap
 }
 packages=python3,python3-venv,python3.11-venv,python-is-python3,ca-certificates,netbase,tzdata
-debootstrap --variant=minbase --include="$packages" bookworm "$root" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
+debootstrap --variant=minbase --include="$packages" bookworm "$root" >"$root.log" 2>&1 ||
+    { tail -20 "$root.log" >&2; exit 1; }
 rm -f "$root.log"
 
 shopt -s nullglob

@@ -74,7 +74,7 @@ test-deploy: $(VENV)/.dev
 test-image: $(VENV)/.dev
 	PYTHON=$(BIN)/python bash tests/deploy/image/run.sh cpu
 
-# The same for the GPU image (~2.8 GB, ~9 minutes): ldd of the CUDA provider, the driver check's
-# inputs, start-up without a GPU. Skipped, saying why, when the engine's disk is too small.
+# The same for the GPU image (~2.8 GB, 5-7 minutes here): ldd and cuobjdump of the CUDA provider,
+# the driver check, start-up without a GPU. Skipped, saying why, when the disk is too small.
 test-image-gpu: $(VENV)/.dev
 	PYTHON=$(BIN)/python bash tests/deploy/image/run.sh gpu

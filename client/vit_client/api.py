@@ -134,7 +134,8 @@ async def _send(
             files = {"file": (path.name, data)}
             answer = await client.post(f"/{endpoint}", params=params, files=files)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise ServerUnreachable(f"cannot reach {options.url}: {_reason(e)}") from None
+            why = f"{_reason(e)} (is vit-serve running there?)"
+            raise ServerUnreachable(f"cannot reach {options.url}: {why}") from None
         except httpx.TimeoutException:
             return Result(path, error=ImageError(0, "timeout", f"no answer in {options.timeout} s"))
         except httpx.TransportError as e:

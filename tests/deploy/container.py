@@ -74,11 +74,15 @@ def start(flags: list[str], port: int) -> Container:
     engine("run", "-d", f"--name={name}", f"--publish=127.0.0.1:{port}:8000", *flags, IMAGE)
     container = Container(name, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + READY_TIMEOUT
-    while not _ready(container.url):
-        if container.state(".State.Running") != "true":
-            pytest.fail(f"the container exited before /readyz:\n{container.logs()}")
-        assert time.monotonic() < deadline, f"never ready:\n{container.logs()}"
-        time.sleep(0.5)
+    try:
+        while not _ready(container.url):
+            if container.state(".State.Running") != "true":
+                pytest.fail(f"the container exited before /readyz:\n{container.logs()}")
+            assert time.monotonic() < deadline, f"never ready:\n{container.logs()}"
+            time.sleep(0.5)
+    except BaseException:  # the caller's teardown never runs for a container it never got
+        remove(container)
+        raise
     return container
 
 

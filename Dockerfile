@@ -61,7 +61,11 @@ RUN find /opt/venv -path '*/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u 
 # The default bundle; mount your own read-only anywhere (e.g. /bundle) and set VIT_BUNDLE to it.
 COPY models/demo/ /app/models/demo/
 WORKDIR /app
+# HOME: uid 10001 has no home and the root file system is read-only under compose and Kubernetes,
+# so ONNX Runtime warned on every start that it could not save its telemetry device ID there.
+# /tmp is the one place both mount writable (tmpfs, emptyDir).
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     VIT_BUNDLE=/app/models/demo \
     VIT_HOST=0.0.0.0 \
     VIT_PORT=8000 \

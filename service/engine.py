@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service import gpu
 from service.bundle import INPUT, OUTPUTS, BundleError, BundleManifest, Role
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,15 @@ class Engine:
             _check_io(session, role, folder / graph.file)
             if providers == "cuda" and session.get_providers()[0] != CUDA:
                 raise EngineError(
-                    "VIT_PROVIDERS=cuda, but ONNX Runtime could not create a CUDA session "
-                    "(no GPU visible, or the CUDA/cuDNN libraries are missing)"
+                    "VIT_PROVIDERS=cuda, but ONNX Runtime could not create a CUDA session: "
+                    + gpu.why_no_cuda()
                 )
             self.sessions[role] = session
         self.provider = next(iter(self.sessions.values())).get_providers()[0]
         if providers == "auto" and self.provider != CUDA:
-            log.warning("CUDA is not available; running on the CPU (%s)", CPU)
+            # With the GPU wheel CUDA was expected: say what stopped it (the driver, most often).
+            why = f" ({gpu.why_no_cuda()})" if cuda_built else ""
+            log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
         self._input_dtype: dict[str, np.dtype[Any]] = {
             role: _NP_DTYPES[graph.inputs[0].dtype] for role, graph in manifest.graphs.items()
         }

@@ -107,3 +107,23 @@ def lock_pins(flavor: str) -> dict[str, tuple[str, str]]:
     found = PIN.findall(text)
     assert len(found) == body.count("=="), "every requirement is name==version with one sha256"
     return {name: (version, sha) for name, version, sha in found}
+
+
+# The GPU architectures ONNX Runtime's CUDA kernels in the gpu lock are built for: the cubins
+# `cuobjdump --list-elf` lists in libonnxruntime_providers_cuda.so (no PTX, so nothing is
+# JIT-compiled for newer GPUs). test_container_gpu.py re-measures it from the built image.
+CUDA_ARCHS = ("sm_75", "sm_80", "sm_86", "sm_89", "sm_90a", "sm_120a")
+
+
+def cuda_kernels_run_on(compute: tuple[int, int], archs: tuple[str, ...] = CUDA_ARCHS) -> bool:
+    """CUDA's binary compatibility: an sm_XY cubin runs on compute X.Z for Z >= Y; an
+    architecture-specific sm_XYa cubin only on X.Y itself."""
+    for arch in archs:
+        digits = arch.removeprefix("sm_").removesuffix("a")
+        major, minor = int(digits[:-1]), int(digits[-1])
+        if arch.endswith("a"):
+            if compute == (major, minor):
+                return True
+        elif compute[0] == major and compute[1] >= minor:
+            return True
+    return False

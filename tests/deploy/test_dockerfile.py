@@ -4,9 +4,11 @@ service's own settings rely on, and a build context that holds every file it cop
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
-from deployfiles import ROOT, Stage, dockerignored, exec_form, lock_module
+from deployfiles import ROOT, Stage, dockerignored, exec_form, load_yaml, lock_module
 
 from service.settings import Settings
 
@@ -97,3 +99,18 @@ def test_every_copied_file_is_in_the_build_context(stages: dict[str, Stage]) -> 
 )
 def test_build_context_leaves_out_what_the_image_does_not_need(path: str) -> None:
     assert dockerignored(path)
+
+
+def test_home_is_writable_wherever_the_image_runs_read_only(
+    stages: dict[str, Stage], compose: dict[str, Any]
+) -> None:
+    """uid 10001 has no home and the root is read-only: HOME must lie on what compose and
+    Kubernetes mount writable, or ONNX Runtime warns on every start."""
+    home = Path(stages["serve"].env()["HOME"])
+    (pod,) = load_yaml("deploy/k8s/deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    writable = {
+        "compose": [Path(p) for p in compose["services"]["api"]["tmpfs"]],
+        "kubernetes": [Path(m["mountPath"]) for m in pod["volumeMounts"]],
+    }
+    for where, mounts in writable.items():
+        assert any(home.is_relative_to(m) for m in mounts), f"HOME={home} is read-only in {where}"

@@ -12,8 +12,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deployfiles import ROOT, Stage, load_yaml
+from deployfiles import ROOT, Stage, cuda_kernels_run_on, load_yaml, lock_pins
 
+from service.gpu import MIN_DRIVER
 from service.settings import Settings
 
 K8S = ROOT / "deploy" / "k8s"
@@ -166,3 +167,48 @@ def test_hpa_scales_the_deployment_on_the_adapters_metric(
     series = adapter_rule["seriesQuery"].split("{")[0].strip("'\"")
     assert series in metric_labels and series == "vit_inflight_images"
     assert set(adapter_rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+def schedulable(affinity: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a node with these labels satisfies required node affinity (terms ORed, the
+    expressions of a term ANDed), for the operators the manifest uses."""
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+
+    def holds(expression: dict[str, Any]) -> bool:
+        value, operator = labels.get(expression["key"]), expression["operator"]
+        if value is None:
+            return False
+        if operator == "In":
+            return value in expression["values"]
+        assert operator == "Gt", f"unexpected operator {operator}"
+        return int(value) > int(expression["values"][0])
+
+    return any(all(map(holds, term["matchExpressions"])) for term in terms["nodeSelectorTerms"])
+
+
+def node(driver: int, compute: tuple[int, int]) -> dict[str, str]:
+    """The labels GPU feature discovery puts on a node."""
+    return {
+        "nvidia.com/cuda.driver-version.major": str(driver),
+        "nvidia.com/gpu.compute.major": str(compute[0]),
+        "nvidia.com/gpu.compute.minor": str(compute[1]),
+    }
+
+
+# Pascal, Volta, Turing, Ampere (A100, A10, Orin), Ada, Hopper, Blackwell (B200, B300, Thor,
+# RTX 50 / RTX PRO, GB10): the capabilities a cluster may hold, each side of every boundary.
+COMPUTE = [(6, 1), (7, 0), (7, 5), (8, 0), (8, 6), (8, 7), (8, 9), (9, 0)]
+COMPUTE += [(10, 0), (10, 3), (11, 0), (12, 0), (12, 1)]
+
+
+@pytest.mark.parametrize("compute", COMPUTE)
+@pytest.mark.parametrize("driver_offset", [-1, 0, 40])
+def test_pods_land_only_on_nodes_that_can_run_the_gpu_image(
+    deployment: dict[str, Any], compute: tuple[int, int], driver_offset: int
+) -> None:
+    cuda_major = int(lock_pins("gpu")["nvidia-cuda-runtime"][0].split(".")[0])
+    driver = MIN_DRIVER[cuda_major] + driver_offset
+    affinity = deployment["spec"]["template"]["spec"]["affinity"]
+    expected = driver >= MIN_DRIVER[cuda_major] and cuda_kernels_run_on(compute)
+    assert schedulable(affinity, node(driver, compute)) == expected
+    assert not schedulable(affinity, {}), "a node without feature discovery labels"

@@ -24,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from service.bundle import EMBEDDING, INPUT, LOGITS, BundleManifest
-from service.errors import EmptyBody, InvalidParameter, TooManyImages, describe_validation
+from service.errors import (
+    EmptyBody,
+    InvalidParameter,
+    PayloadTooLarge,
+    TooManyImages,
+    describe_validation,
+)
 from service.inputs import Limits, base64_image
 from service.outputs import softmax
 from service.pipeline import Inputs
@@ -144,6 +150,14 @@ def parse_request(
     size checked against the limits before anything proportional to it is built."""
     body = decompress(body, headers.get("content-encoding", ""), limits.max_body_bytes)
     header, binary = split_body(body, headers.get(HEADER_LENGTH.lower()))
+    # Numbers in JSON cost the parser (holding the GIL) and a Python object each: past four
+    # images' worth of pixels, large tensors must travel as binary data. Counted before parsing.
+    most = 4 * 3 * manifest.image_size**2
+    if header.count(b",") > most:
+        raise PayloadTooLarge(
+            f"the JSON holds over {most:,} values; send large tensors with the binary data "
+            "extension (binary_data_size; tritonclient's default)"
+        )
     try:
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as e:

@@ -238,6 +238,8 @@ def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str]]:
         (INFER, dict(json={"inputs": [pixels_input(nan[:, :, :8])]}), 422, "[B, 3, 32, 32]"),
         (INFER, dict(json={"inputs": [pixels_input(nan, data=[1.0, 2.0])]}), 422, "2 values"),
         (INFER, dict(json={"inputs": [pixels_input(nan, data=["a"] * 3072)]}), 422, "numbers"),
+        (INFER, dict(json={"inputs": [pixels_input(np.zeros((5, 3, 32, 32)), data=[0.0] * 15360)]}),
+         413, "over 12,288 values; send large tensors with the binary data extension"),
         (INFER, binary({"inputs": [pixels_input(nan, parameters={"binary_data_size": nan.nbytes})]},
                        nan.tobytes()), 422, "NaN"),
         (INFER, binary({"inputs": [ok]}, b"\0"), 422, "binary_data_size"),

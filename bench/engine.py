@@ -126,7 +126,12 @@ def session_for(case: Case, column: Column, threads: int) -> ort.InferenceSessio
     options.intra_op_num_threads = threads  # 0: ORT's default, one per physical core
     if not column.online:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=[column.provider])
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=[column.provider])
+    if session.get_providers()[0] != column.provider:  # ORT fell back (to the CPU) silently
+        print(f"  {column.provider} asked for, {session.get_providers()[0]} given: column skipped",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return session
 
 
 def columns() -> list[Column]:

@@ -43,6 +43,10 @@ class Engine:
         self.manifest = manifest
         self.sessions: dict[str, ort.InferenceSession] = {}
         cuda_built = CUDA in ort.get_available_providers()  # the onnxruntime-gpu wheel
+        if cuda_built and providers != "cpu" and hasattr(ort, "preload_dlls"):
+            # The CUDA and cuDNN libraries of the gpu extra are pip wheels (nvidia-*): outside the
+            # image nothing puts them on the loader's path, and ORT would fall back to the CPU.
+            ort.preload_dlls()
         requested = [CUDA, CPU] if cuda_built and providers != "cpu" else [CPU]
         if providers == "cuda" and not cuda_built:
             raise EngineError(

@@ -7,17 +7,14 @@ IMAGE_ENGINE; without them the container tests skip (a plain `make test` has no 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 ENGINE = os.environ.get("IMAGE_ENGINE", "")
 IMAGE = os.environ.get("IMAGE_UNDER_TEST", "")
@@ -95,27 +92,3 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sample(url: str, name: str, **labels: str) -> float:
-    """One sample's value from /metrics (0 when the series does not exist yet)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll until condition holds; fail naming `what` after timeout (a hang, not a slow box)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)

@@ -20,14 +20,12 @@ from container import (
     Container,
     compose_flags,
     engine,
-    free_port,
     needs_image,
     remove,
-    sample,
     start,
-    wait_for,
 )
 from deployfiles import ROOT, Stage, exec_form
+from net import free_port, sample, wait_for
 
 pytestmark = needs_image
 EXAMPLES = ROOT / "examples"

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from container import IMAGE, Container, compose_flags, engine, free_port, needs_image, remove, start
+from container import IMAGE, Container, compose_flags, engine, needs_image, remove, start
 from deployfiles import CUDA_ARCHS, lock_pins
+from net import free_port
 
 from service.gpu import MIN_DRIVER, driver_problem
 

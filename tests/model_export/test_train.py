@@ -178,7 +178,7 @@ def test_head_replaces_pre_logits_and_resize_keeps_cls() -> None:
     source = ViT(ViTConfig(**TINY, num_classes=1000, representation_size=16))  # grid 4
     cls_before = source.pos_embed[:, 0].clone()
     model = prepare_for_finetune(source, ("a", "b", "c"), image_size=64)
-    assert model.config.image_size == 64 and model.config.grid == 8
+    assert model.config.image_size == 64 and model.config.grid == (8, 8)
     assert model.pos_embed.shape == (1, 1 + 8 * 8, 32)
     assert torch.equal(model.pos_embed[:, 0], cls_before)
     assert model.pre_logits is None and model.head.weight.shape == (3, 32)

@@ -19,7 +19,7 @@ backbone_gn_eps), so each checkpoint runs the numerics it was trained with.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from model_export.model import ViTConfig
 
 WeightStd = Literal["timm", "flax"]
+M = TypeVar("M", bound=nn.Module)
 STEM_WIDTH = 64  # stem channels at width factor 1
 STAGE_WIDTH = 256  # first stage's output channels at width factor 1; each later stage doubles
 GROUPS = 32  # GroupNorm groups, in BiT and both hybrid sources
@@ -62,7 +63,7 @@ class StdConv2d(nn.Conv2d):
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, std: WeightStd) -> None:
         super().__init__(c_in, c_out, kernel, stride, padding=0, bias=False)
-        self.std = std
+        self.std: WeightStd | None = std  # None: the weight is already standardised (folded)
 
     def standardised_weight(self) -> torch.Tensor:
         w = self.weight  # (C_out, C_in, k, k)
@@ -74,7 +75,22 @@ class StdConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_same(x, self.kernel_size[0], self.stride[0])
-        return F.conv2d(x, self.standardised_weight(), None, self.stride)
+        weight = self.weight if self.std is None else self.standardised_weight()
+        return F.conv2d(x, weight, None, self.stride)
+
+
+def fold_weight_standardisation(module: M) -> M:
+    """Store every StdConv2d's standardised kernel once, in float32, for an inference graph.
+
+    The exported graph then holds plain conv weights: nothing recomputed per call, and no kernel
+    statistics taken in float16, where a small kernel's variance falls into subnormals.
+    """
+    with torch.no_grad():
+        for conv in module.modules():
+            if isinstance(conv, StdConv2d) and conv.std is not None:
+                conv.weight.copy_(conv.standardised_weight())
+                conv.std = None
+    return module
 
 
 class ConvNorm(nn.Module):

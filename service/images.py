@@ -81,7 +81,6 @@ class Preprocessor:
         return self.memory.hold(size, self.memory_wait_s) if self.memory else nullcontext()
 
 
-
 def transform(image: Image.Image, preprocess: Preprocess, size: Size) -> tuple[np.ndarray, Box]:
     """An upright RGB image (what `decode` returns) → ((3, H, W) float32 pixels, the box it saw)."""
     if image.mode != "RGB":

@@ -12,8 +12,8 @@ import torch
 
 from model_export.export import export_bundle
 from model_export.export_check import FP16_MIN_COSINE, draw_images
-from model_export.preprocessing import array_pixels
 from model_export.model import ViT, ViTConfig
+from model_export.preprocessing import array_pixels
 from model_export.resnet import StdConv2d, fold_weight_standardisation
 from service.bundle import EXPLAIN, FAST, BundleManifest, load_bundle
 

@@ -37,8 +37,8 @@ def rollout_grid(rollout: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 
 
 def overlay_png(image: Image.Image, box: Box, heat: np.ndarray) -> bytes:
-    """The picture (images.overview's, at most 1024 px a side) with the (rows, cols) map in [0, 1] laid
-    over the region the model saw, as PNG."""
+    """The picture (images.overview's, at most 1024 px a side) with the (rows, cols) map in [0, 1]
+    laid over the region the model saw, as PNG."""
     left, top, right, bottom = (round(v) for v in box)
     width, height = max(1, right - left), max(1, bottom - top)
     level = Image.fromarray(np.rint(heat * 255).astype(np.uint8), "L")

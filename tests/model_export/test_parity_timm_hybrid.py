@@ -1,50 +1,70 @@
-"""Hybrid ResNet + ViT against timm's own registered hybrids: same weights, same function.
+"""Hybrid ResNet + ViT checkpoints from timm load to the function timm's own models compute.
 
-Random weights (no download) in every tensor, both backbone layouts (R50 stages and stem only),
-square and non-square inputs. Logits, the [CLS] embedding and every attention map must agree to
-1e-5 relative error in float32.
+timm's registered hybrids, random weights in every tensor (no download), saved the ways timm
+checkpoints travel (.safetensors, .pth, a hub folder with config.json and model.safetensors or
+pytorch_model.bin), both backbone layouts (R50 stages; stem only), square and non-square inputs.
+Logits, the [CLS] embedding and every attention map agree to 1e-5 relative error in float32.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
-from model_export.model import ViT, preset
+from model_export.checkpoints import load_checkpoint
 from tests.model_export.timm_reference import import_timm, rel_error, timm_outputs
 
 Randomise = Callable[[nn.Module], nn.Module]
 TOLERANCE = 1e-5
 
-CASES = {  # id: (timm model, our preset, (H, W), depth: 2 keeps the B-wide R50 cases quick)
-    "r50-square": ("vit_base_r50_s16_224", "r50-vit-b16", (224, 224), 2),
-    "r50-non-square": ("vit_base_r50_s16_224", "r50-vit-b16", (64, 96), 2),
-    "stem-square": ("vit_tiny_r_s16_p8_224", "r-vit-ti32", (224, 224), 12),
-    "stem-non-square": ("vit_tiny_r_s16_p8_224", "r-vit-ti32", (96, 160), 12),
+CASES = {  # id: (timm model, (H, W), depth: 2 keeps the B-wide R50 cases quick, how it is saved)
+    "r50-square": ("vit_base_r50_s16_224", (224, 224), 2, "model.safetensors"),
+    "r50-non-square": ("vit_base_r50_s16_224", (64, 96), 2, "folder/model.safetensors"),
+    "stem-square": ("vit_tiny_r_s16_p8_224", (224, 224), 12, "weights.pth"),
+    "stem-non-square": ("vit_tiny_r_s16_p8_224", (96, 160), 12, "folder/pytorch_model.bin"),
 }
 
 
-def timm_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # timm's stem-only backbone *is* the stem (patch_embed.backbone.conv); ours nests it.
-    return {
-        k.replace("patch_embed.backbone.conv.", "patch_embed.backbone.stem.conv.").replace(
-            "patch_embed.backbone.norm.", "patch_embed.backbone.stem.norm."
-        ): v
-        for k, v in state.items()
+def save_timm(model: nn.Module, name: str, size: tuple[int, int], where: Path) -> Path:
+    """model's state dict at `where`; in a folder, beside timm's hub config.json."""
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    where.parent.mkdir(parents=True, exist_ok=True)
+    if where.suffix == ".safetensors":
+        save_file(state, str(where))
+    else:
+        torch.save(state, where)
+    if where.parent.name != "folder":
+        return where
+    config = {  # what timm's push_to_hub writes, with the input size a non-square model needs
+        "architecture": name,
+        "num_classes": 10,
+        "global_pool": "token",
+        "pretrained_cfg": {"input_size": [3, *size], "crop_pct": 1.0, "crop_mode": "squash"},
     }
+    if where.suffix == ".bin":  # the other place timm records it: the model's own arguments
+        config["model_args"] = {"img_size": list(size)}
+    (where.parent / "config.json").write_text(json.dumps(config))
+    return where.parent
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_hybrid_matches_timm(case: str, randomise: Randomise) -> None:
-    timm_name, ours, (h, w), depth = CASES[case]
+def test_hybrid_checkpoint_matches_timm(case: str, tmp_path: Path, randomise: Randomise) -> None:
+    name, (h, w), depth, saved = CASES[case]
     timm = import_timm()
-    reference = timm.create_model(timm_name, pretrained=False, img_size=(h, w), num_classes=10)
-    reference = randomise(reference)
-    model = ViT(preset(ours, image_size=(h, w), depth=depth, num_classes=10)).eval()
-    model.load_state_dict(timm_to_ours(reference.state_dict()))
+    reference = timm.create_model(
+        name, pretrained=False, img_size=(h, w), num_classes=10, depth=depth
+    )
+    randomise(reference)
+    loaded = load_checkpoint(save_timm(reference, name, (h, w), tmp_path / saved))
+    model = loaded.model
+    assert loaded.format == "timm-hybrid"
+    assert model.config.image_hw == (h, w) and model.config.backbone_std == "timm"
     pixels = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
 
     logits, embedding, attentions = timm_outputs(reference, pixels)
@@ -53,7 +73,7 @@ def test_hybrid_matches_timm(case: str, randomise: Randomise) -> None:
         explained = model(pixels, attention=True)
     assert explained.attentions is not None
     assert explained.attentions.shape == attentions.shape  # (B, L, H, N+1, N+1)
-    assert attentions.shape[-1] == 1 + model.config.grid[0] * model.config.grid[1]
+    assert attentions.shape[-1] == 1 + model.config.num_patches
     assert rel_error(fast.logits, logits) <= TOLERANCE
     assert rel_error(fast.embedding, embedding) <= TOLERANCE
     assert rel_error(explained.logits, logits) <= TOLERANCE

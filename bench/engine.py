@@ -44,7 +44,8 @@ from model_export.export_graphs import (  # noqa: E402
     fuse_for_ort,
     to_fp16,
 )
-from model_export.model import ViT, preset  # noqa: E402
+from model_export.model import ViT  # noqa: E402
+from model_export.presets import preset  # noqa: E402
 from service.bundle import EXPLAIN, FAST, INPUT, MANIFEST, OUTPUTS, load_bundle  # noqa: E402
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"

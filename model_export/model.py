@@ -1,6 +1,6 @@
 """The Vision Transformer of Dosovitskiy et al. (2021), "An image is worth 16x16 words".
 
-Reads top-down: ViTConfig → presets → PatchEmbed → Attention → MLP → Block → ViT, then the
+Reads top-down: ViTConfig → PatchEmbed → Attention → MLP → Block → ViT, then the
 position-embedding resize used for fine-tuning at a higher resolution. The equations (paper §3.1):
 
     z0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          (1)   x_p: image patches, or for the
@@ -73,6 +73,9 @@ class ViTConfig:
             object.__setattr__(self, "image_size", h if h == w else (h, w))
         if self.backbone is not None:
             object.__setattr__(self, "backbone", tuple(self.backbone))
+        if min(*self.image_hw, self.patch_size, self.dim, self.depth, self.heads) < 1:
+            raise ValueError("invalid ViTConfig: image_size, patch_size, dim, depth and heads "
+                             "must be positive")  # fmt: skip
         problems = []
         if self.image_hw[0] % self.stride or self.image_hw[1] % self.stride:
             stride = f"patch_size {self.patch_size}"
@@ -82,8 +85,6 @@ class ViTConfig:
             problems.append(f"image_size {self.image_size} is not a multiple of {stride}")
         if self.dim % self.heads:
             problems.append(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if min(*self.image_hw, self.patch_size, self.dim, self.depth, self.heads) < 1:
-            problems.append("image_size, patch_size, dim, depth and heads must be positive")
         if self.backbone is not None and min((*self.backbone, self.backbone_width)) < 1:
             problems.append(f"backbone {self.backbone} × {self.backbone_width}: all must be ≥ 1")
         if self.backbone_std not in ("timm", "flax"):
@@ -133,50 +134,6 @@ class ViTConfig:
             raise ValueError(f"unknown ViTConfig fields: {', '.join(unknown)}")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
-
-
-# The paper's Table 1 (B, L, H) plus DeiT's Ti and S, which the ecosystem treats as the same family.
-_SIZES = {  # name: (D, L, heads, MLP)
-    "ti": (192, 12, 3, 768),
-    "s": (384, 12, 6, 1536),
-    "b": (768, 12, 12, 3072),
-    "l": (1024, 24, 16, 4096),
-    "h": (1280, 32, 16, 5120),
-}
-PRESETS = {
-    f"vit-{size}{patch}": (dim, depth, heads, mlp, patch)
-    for size, (dim, depth, heads, mlp) in _SIZES.items()
-    for patch in (14, 16, 32)
-}
-
-
-# The paper's hybrids as vit_jax and timm name them: ResNet stages, then the ViT reads its map with
-# patches of P_map (1 on R50/R26; 8 on the stem-only Ti). The name gives the effective stride.
-HYBRID_PRESETS = {  # name: (ViT size, backbone stages, patch size on the feature map)
-    "r50-vit-b16": ("b", (3, 4, 9), 1),  # R50+ViT-B_16: stride 16, 14×14 tokens at 224
-    "r50-vit-l32": ("l", (3, 4, 6, 3), 1),  # R50+ViT-L_32: stride 32
-    "r26-vit-s32": ("s", (2, 2, 2, 2), 1),  # R26+ViT-S_32 (AugReg)
-    "r26-vit-b32": ("b", (2, 2, 2, 2), 1),  # R26+ViT-B_32 (AugReg)
-    # Stem only (stride 4) with 8×8 patches on its map: 32 px per token, a 7×7 grid at 224 (timm
-    # registers it as vit_tiny_r_s16_p8_224).
-    "r-vit-ti32": ("ti", (), 8),
-}
-
-
-def preset(name: str, **overrides: Any) -> ViTConfig:
-    """ViTConfig for a paper preset such as "vit-b16" or "r50-vit-b16" (224 px, 1000 classes)."""
-    if name in HYBRID_PRESETS:
-        size, stages, patch = HYBRID_PRESETS[name]
-        dim, depth, heads, mlp = _SIZES[size]
-        base: dict[str, Any] = dict(backbone=stages, patch_size=patch)
-    elif name in PRESETS:
-        dim, depth, heads, mlp, patch = PRESETS[name]
-        base = dict(patch_size=patch)
-    else:
-        names = ", ".join(sorted([*PRESETS, *HYBRID_PRESETS]))
-        raise ValueError(f"unknown preset {name!r}; choose from {names}")
-    base.update(dim=dim, depth=depth, heads=heads, mlp_dim=mlp)
-    return ViTConfig(**{**base, **overrides})
 
 
 class PatchEmbed(nn.Module):

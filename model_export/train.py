@@ -26,13 +26,8 @@ from tqdm import tqdm
 
 from model_export.checkpoints import save_native
 from model_export.data import Augment, ImageDataset, augment, eval_batches, train_batches
-from model_export.model import (
-    DEFAULT_POS_EMBED_RESIZE,
-    PosEmbedResize,
-    ViT,
-    count_parameters,
-    preset,
-)
+from model_export.model import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT, count_parameters
+from model_export.presets import preset
 
 Optimizer = Literal["sgd", "adamw"]
 SUMMARY = "summary.json"

@@ -20,13 +20,8 @@ import torch
 
 from model_export.checkpoints import FORMATS, CheckpointError, load_checkpoint
 from model_export.data import AUGMENTS, DataError, ImageDataset, scan, split
-from model_export.model import (
-    DEFAULT_POS_EMBED_RESIZE,
-    HYBRID_PRESETS,
-    PRESETS,
-    PosEmbedResize,
-    ViT,
-)
+from model_export.model import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT
+from model_export.presets import HYBRID_PRESETS, PRESETS
 from model_export.train import (
     Optimizer,
     TrainConfig,

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from model_export.model import PRESETS, ViTConfig
+from model_export.model import ViTConfig
+from model_export.presets import PRESETS
 from model_export.resnet import STEM_WIDTH, backbone_stride
 
 # The paper's table maps width to heads; it breaks the D/64 rule at H (1280 -> 16, not 20).

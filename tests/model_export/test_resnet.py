@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.model import ViT, ViTConfig, preset
+from model_export.model import ViT, ViTConfig
+from model_export.presets import preset
 from model_export.resnet import StdConv2d, same_padding
 from tests.model_export.timm_reference import import_timm, rel_error
 

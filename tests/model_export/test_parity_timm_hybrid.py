@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from model_export.checkpoints import load_checkpoint
+from model_export.checkpoints import CheckpointError, load_checkpoint
 from tests.model_export.timm_reference import import_timm, rel_error, timm_outputs
 
 Randomise = Callable[[nn.Module], nn.Module]
@@ -79,3 +79,13 @@ def test_hybrid_checkpoint_matches_timm(case: str, tmp_path: Path, randomise: Ra
     assert rel_error(explained.logits, logits) <= TOLERANCE
     for layer in range(attentions.shape[1]):
         assert rel_error(explained.attentions[:, layer], attentions[:, layer]) <= TOLERANCE, layer
+
+
+def test_a_resnet_d_hybrid_is_refused_by_name(tmp_path: Path) -> None:
+    # timm's vit_*_resnet26d hybrids put a BatchNorm ResNet-D under patch_embed.backbone: another
+    # network, which must be named, not half-loaded.
+    timm = import_timm()
+    model = timm.create_model("vit_small_resnet26d_224", pretrained=False, depth=1)
+    path = save_timm(model, "vit_small_resnet26d_224", (224, 224), tmp_path / "d.safetensors")
+    with pytest.raises(CheckpointError, match=r"d.safetensors: unsupported timm hybrid backbone"):
+        load_checkpoint(path)

@@ -42,9 +42,12 @@ def backbone_stride(stages: tuple[int, ...]) -> int:
 
 def backbone_channels(stages: tuple[int, ...], width: int) -> int:
     """Channels of the feature map the patch embedding reads."""
-    if not stages:
-        return STEM_WIDTH * width
-    return STAGE_WIDTH * width * 2 ** (len(stages) - 1)
+    return stage_channels(len(stages) - 1, width) if stages else STEM_WIDTH * width
+
+
+def stage_channels(stage: int, width: int) -> int:
+    """Output channels of stage i (0-based): 256·w, doubling at every stage."""
+    return STAGE_WIDTH * width * 2**stage
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -166,7 +169,7 @@ class ResNet(nn.Module):
         self.stem = Stem(config)
         c_in, stages = STEM_WIDTH * config.backbone_width, []
         for i, depth in enumerate(config.backbone):
-            c_out = STAGE_WIDTH * config.backbone_width * 2**i
+            c_out = stage_channels(i, config.backbone_width)
             stages.append(Stage(config, c_in, c_out, depth, stride=1 if i == 0 else 2))
             c_in = c_out
         self.stages = nn.Sequential(*stages)

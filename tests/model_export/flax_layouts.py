@@ -48,10 +48,10 @@ def hybrid_npz(model: ViT, gn_4d: bool = False) -> dict[str, np.ndarray]:
 
 
 def to_linen(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, value in arrays.items():
-        for released, linen in _LINEN.items():
-            if name.startswith("Transformer/encoderblock_"):
+    def rename(name: str) -> str:
+        if name.startswith("Transformer/encoderblock_"):
+            for released, linen in _LINEN.items():
                 name = name.replace(f"/{released}", f"/{linen}")
-        out[name] = value
-    return out
+        return name
+
+    return {rename(k): v for k, v in arrays.items()}

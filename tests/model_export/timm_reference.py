@@ -1,8 +1,9 @@
 """timm, imported for parity tests only, and its outputs in our vocabulary.
 
 timm imports torchvision when it loads, and torchvision cannot be installed next to the CPU torch
-here. Where it is missing, stand_ins/torchvision (names only, each raising if used) is put on
-sys.path just long enough for `import timm`; timm's models never call into it.
+here: absent, or (as pip installs it for timm into a fresh venv) a CUDA build whose operators fail
+to register. Unless a working torchvision imports, stand_ins/torchvision (names only, each raising
+if used) is put on sys.path just long enough for `import timm`; timm's models never call into it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,25 @@ STAND_INS = Path(__file__).parent / "stand_ins"
 def import_timm() -> ModuleType:
     if "timm" in sys.modules:
         return sys.modules["timm"]
-    if importlib.util.find_spec("torchvision") is not None:  # the real one: use it
+    if _real_torchvision_works():
         return importlib.import_module("timm")
     sys.path.insert(0, str(STAND_INS))
     try:
         return importlib.import_module("timm")
     finally:
         sys.path.remove(str(STAND_INS))
+
+
+def _real_torchvision_works() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        importlib.import_module("torchvision")
+        return True
+    except Exception:  # a build for another torch: RuntimeError from its operator registration
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]  # the half-imported package must not shadow the stand-in
+        return False
 
 
 def timm_outputs(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from model_export.checkpoints import CheckpointError, load_checkpoint
+from model_export.checkpoints import CheckpointError, build_model, load_checkpoint
+from model_export.model import ViTConfig
 from tests.model_export.timm_reference import import_timm, rel_error, timm_outputs
 
 Randomise = Callable[[nn.Module], nn.Module]
@@ -89,3 +91,32 @@ def test_a_resnet_d_hybrid_is_refused_by_name(tmp_path: Path) -> None:
     path = save_timm(model, "vit_small_resnet26d_224", (224, 224), tmp_path / "d.safetensors")
     with pytest.raises(CheckpointError, match=r"d.safetensors: unsupported timm hybrid backbone"):
         load_checkpoint(path)
+
+
+def test_timm_numerics_are_timms_where_each_choice_shows(
+    tmp_path: Path, randomise: Randomise
+) -> None:
+    # A faint image, a stem kernel with σ ≈ 1e-4 and wide MLP inputs: here the kernel
+    # standardisation, the GroupNorm eps and the GELU each change the answer (test_npz_hybrid.py
+    # holds the same check for Flax's choices).
+    name, size = "vit_tiny_r_s16_p8_224", (64, 96)
+    timm = import_timm()
+    reference = timm.create_model(name, pretrained=False, img_size=size, num_classes=10, depth=2)
+    randomise(reference)
+    with torch.no_grad():
+        reference.patch_embed.backbone.conv.weight.mul_(5e-4)
+        for block in reference.blocks:
+            block.mlp.fc1.weight.mul_(5.0)
+    model = load_checkpoint(
+        save_timm(reference, name, size, tmp_path / "folder/model.safetensors")
+    ).model
+    pixels = 1e-3 * torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2))
+    want = timm_outputs(reference, pixels)[0]
+
+    def error(config: ViTConfig) -> float:
+        with torch.no_grad():
+            return rel_error(build_model(config, model.state_dict())(pixels).logits, want)
+
+    assert error(model.config) <= TOLERANCE
+    for flax_choice in ({"backbone_std": "flax"}, {"backbone_gn_eps": 1e-6}, {"gelu": "tanh"}):
+        assert error(replace(model.config, **flax_choice)) > 3 * TOLERANCE, flax_choice

@@ -44,7 +44,8 @@ from model_export.export_graphs import (  # noqa: E402
     fuse_for_ort,
     to_fp16,
 )
-from model_export.model import ViT, preset  # noqa: E402
+from model_export.model import ViT  # noqa: E402
+from model_export.presets import preset  # noqa: E402
 from service.bundle import EXPLAIN, FAST, INPUT, MANIFEST, OUTPUTS, load_bundle  # noqa: E402
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -57,7 +58,7 @@ class Case:
     model: str
     graph: str  # unoptimised | fast | explain
     proto: onnx.ModelProto
-    image_size: int
+    image_hw: tuple[int, int]  # the graph's input (H, W)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Column:
 
 
 def best_images_per_second(
-    sessions: dict[K, ort.InferenceSession], batch: int, image_size: int, seconds: float
+    sessions: dict[K, ort.InferenceSession], batch: int, image_hw: tuple[int, int], seconds: float
 ) -> dict[K, float]:
     """Interleaved rounds, one run of every graph each, for `seconds` per graph (3 rounds at least);
     the fastest run of each graph counts.
@@ -77,7 +78,7 @@ def best_images_per_second(
     minimum is the estimate least disturbed by it (timeit's reasoning), and interleaving spreads
     any slow patch over all graphs alike.
     """
-    pixels = np.random.default_rng(0).standard_normal((batch, 3, image_size, image_size))
+    pixels = np.random.default_rng(0).standard_normal((batch, 3, *image_hw))
     feed = {INPUT: pixels.astype(np.float32)}
     for session in sessions.values():
         session.run(None, feed)  # warm-up: the first run allocates buffers and picks kernels
@@ -94,7 +95,7 @@ def best_images_per_second(
 
 def demo_cases(bundle: Path, checkpoint: Path) -> Iterator[Case]:
     manifest = load_bundle(bundle)
-    name, size = f"{manifest.name} ({bundle})", manifest.image_size
+    name, size = f"{manifest.name} ({bundle})", manifest.image_hw
     if checkpoint.exists():
         model = load_checkpoint(checkpoint).model
         plain = ir.to_proto(export_graph(FastGraph(model), size, OUTPUTS[FAST]))
@@ -108,11 +109,12 @@ def vit_b16_cases() -> Iterator[Case]:
     torch.manual_seed(0)
     model = ViT(preset("vit-b16")).eval()
     name = "random ViT-B/16 (86M params, 224 px)"
-    plain = export_graph(FastGraph(model), 224, OUTPUTS[FAST])
-    yield Case(name, "unoptimised", ir.to_proto(plain), 224)  # a copy: fusion rewrites in place
-    yield Case(name, "fast", fuse_for_ort(plain).proto, 224)
-    explain = fuse_for_ort(export_graph(ExplainGraph(model), 224, OUTPUTS[EXPLAIN]))
-    yield Case(name, "explain", explain.proto, 224)
+    size = (224, 224)
+    plain = export_graph(FastGraph(model), size, OUTPUTS[FAST])
+    yield Case(name, "unoptimised", ir.to_proto(plain), size)  # a copy: fusion rewrites in place
+    yield Case(name, "fast", fuse_for_ort(plain).proto, size)
+    explain = fuse_for_ort(export_graph(ExplainGraph(model), size, OUTPUTS[EXPLAIN]))
+    yield Case(name, "explain", explain.proto, size)
 
 
 def session_for(case: Case, column: Column, threads: int) -> ort.InferenceSession | None:
@@ -159,7 +161,7 @@ def measure(
                 if (s := session_for(c, col, threads)) is not None
             }
             for batch in batches:
-                ips = best_images_per_second(sessions, batch, group[0].image_size, seconds)
+                ips = best_images_per_second(sessions, batch, group[0].image_hw, seconds)
                 for (graph, col), value in ips.items():
                     results.setdefault((model, graph, col), {})[batch] = value
                 print(f"  measured {model}, {' '.join(device)}, batch {batch}", file=sys.stderr)

@@ -268,7 +268,8 @@ def default_bundle() -> Path:
         import torch
 
         from model_export.export import export_bundle
-        from model_export.model import ViT, preset
+        from model_export.model import ViT
+        from model_export.presets import preset
 
         print(f"exporting a random ViT-Ti/16 at 224 px to {cached} (once)", flush=True)
         torch.manual_seed(0)

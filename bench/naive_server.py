@@ -48,7 +48,7 @@ def create_app(bundle: Path) -> FastAPI:
     async def readyz() -> dict[str, str]:
         return {"status": "ready"}
 
-    predict_warm = np.zeros((1, 3, manifest.image_size, manifest.image_size), np.float32)
+    predict_warm = np.zeros((1, 3, *manifest.image_hw), np.float32)
     session.run([LOGITS], {INPUT: predict_warm})
     return app
 

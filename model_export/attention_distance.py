@@ -11,19 +11,21 @@ graph: in PyTorch for a checkpoint, on ONNX Runtime for a bundle.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from model_export.model import ViTConfig
 
 Layout = tuple[int, int, int]  # (rows, cols) of patch tokens and the input pixels per token side
 
 
-def token_layout(config: Any) -> Layout:
-    """A ViTConfig's token layout. A hybrid config has a stride (backbone stride × P) and a
-    (rows, cols) grid; a plain one an int grid of P-pixel patches."""
-    grid = config.grid
-    rows, cols = grid if isinstance(grid, tuple) else (grid, grid)
-    return rows, cols, getattr(config, "stride", config.patch_size)
+def token_layout(config: ViTConfig) -> Layout:
+    """A ViTConfig's token layout: its (rows, cols) grid and its stride (P, or for a hybrid the
+    backbone's stride × P)."""
+    rows, cols = config.grid
+    return rows, cols, config.stride
 
 
 def patch_distances(layout: Layout) -> torch.Tensor:

@@ -151,10 +151,11 @@ def eval_batches(
 
 
 def augment(batch: torch.Tensor, mode: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Random exact flips / right-angle turns of (B, 3, S, S) images, drawn from generator.
+    """Random exact flips / right-angle turns of (B, 3, H, W) images, drawn from generator.
 
     flip: horizontal mirror, safe for natural photos. dihedral: any of the 8 symmetries of the
-    square, for data whose classes do not depend on orientation (the synthetic shapes).
+    square, for data whose classes do not depend on orientation (the synthetic shapes); of an
+    H×W rectangle only the 4 that keep its shape (half turns, mirrors).
     """
     if mode == "none":
         return batch
@@ -162,8 +163,10 @@ def augment(batch: torch.Tensor, mode: Augment, generator: torch.Generator) -> t
     mirror = torch.randint(0, 2, (n,), generator=generator).tolist()
     dihedral = mode == "dihedral"
     turns = torch.randint(0, 4, (n,), generator=generator).tolist() if dihedral else [0] * n
+    if batch.shape[-2] != batch.shape[-1]:
+        turns = [k // 2 * 2 for k in turns]  # a quarter turn would make it W×H
     out = []
-    for x, m, k in zip(batch, mirror, turns, strict=True):  # x: (3, S, S)
+    for x, m, k in zip(batch, mirror, turns, strict=True):  # x: (3, H, W)
         x = torch.rot90(x, k, dims=(1, 2)) if k else x
         out.append(x.flip(2) if m else x)
     return torch.stack(out)

@@ -8,6 +8,7 @@ back through load_bundle. A failed export leaves the destination as it was.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import secrets
 import shutil
@@ -30,9 +31,10 @@ from model_export.export_graphs import (
     fuse_for_ort,
     to_fp16,
 )
-from model_export.export_manifest import graph_spec, source_sha256, tool_versions
+from model_export.export_manifest import backbone_spec, graph_spec, source_sha256, tool_versions
 from model_export.model import ViT
 from model_export.preprocessing import bundle_preprocess
+from model_export.resnet import fold_weight_standardisation
 from service.bundle import (
     EXPLAIN,
     FAST,
@@ -100,7 +102,8 @@ def _build(
     check_images: list[np.ndarray] | None,
 ) -> BundleManifest:
     config = model.config
-    pixels = check_pixels(config, check_images)  # (64, 3, S, S) float32
+    model = fold_weight_standardisation(copy.deepcopy(model))  # a hybrid's kernels, as constants
+    pixels = check_pixels(config, check_images)  # (64, 3, H, W) float32
     graphs: dict[Role, GraphSpec] = {}
     validation: dict[Role, GraphValidation] = {}
     modules: dict[Role, FastGraph | ExplainGraph] = {
@@ -109,7 +112,7 @@ def _build(
     }
     for role, module in modules.items():
         outputs = module.outputs  # OUTPUTS[role], and for explain what only vit-inspect reads
-        graph = fuse_for_ort(export_graph(module, config.image_size, outputs))
+        graph = fuse_for_ort(export_graph(module, config.image_hw, outputs))
         if role == FAST and graph.fused_attention < config.depth:
             raise ExportError(
                 f"attention fusion found {graph.fused_attention} of {config.depth} blocks; the "
@@ -129,6 +132,7 @@ def _build(
         labels=labels,
         image_size=config.image_size,
         patch_size=config.patch_size,
+        backbone=backbone_spec(config),
         dim=config.dim,
         depth=config.depth,
         heads=config.heads,

@@ -49,10 +49,11 @@ def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
 
 def check_pixels(config: ViTConfig, images: Sequence[np.ndarray] | None) -> np.ndarray:
     """Interleaved noise and pictures, 64 in all unless the caller brings its own pictures."""
-    pictures = list(images) if images else draw_images(32, config.image_size)
-    noise = noise_images(len(pictures), config.image_size)
+    side = max(config.image_hw)  # drawn square, then squashed to H×W like any input
+    pictures = list(images) if images else draw_images(32, side)
+    noise = noise_images(len(pictures), side)
     mixed = [im for pair in zip(noise, pictures, strict=True) for im in pair]
-    return array_pixels(mixed, config)  # (B, 3, S, S)
+    return array_pixels(mixed, config)  # (B, 3, H, W)
 
 
 Outputs = dict[str, np.ndarray]  # output name → (B, ...)

@@ -113,9 +113,9 @@ class Graph:
     fused_attention: int  # com.microsoft attention nodes, one per block when fusion worked
 
 
-def export_graph(module: nn.Module, image_size: int, outputs: Sequence[str]) -> ir.Model:
-    """torch → ONNX IR with a dynamic batch axis named "batch"."""
-    example = torch.zeros(2, 3, image_size, image_size)  # batch 2: 0/1 would be specialised
+def export_graph(module: nn.Module, image_hw: tuple[int, int], outputs: Sequence[str]) -> ir.Model:
+    """torch → ONNX IR for (B, 3, H, W) input with a dynamic batch axis named "batch"."""
+    example = torch.zeros(2, 3, *image_hw)  # batch 2: 0/1 would be specialised
     with warnings.catch_warnings():
         # torch.export's own pytree code trips its LeafSpec deprecation; nothing for us to act on.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)

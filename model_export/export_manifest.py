@@ -1,4 +1,4 @@
-"""What model.json says about each graph and where the weights came from."""
+"""What model.json says about each graph, a hybrid's backbone, and where the weights came from."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import onnx
 
 from model_export.export_graphs import Graph
-from service.bundle import DType, GraphSpec, TensorSpec, sha256_file
+from model_export.model import ViTConfig
+from service.bundle import Backbone, DType, GraphSpec, TensorSpec, sha256_file
 
 _DTYPES: dict[int, DType] = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -23,6 +24,13 @@ def graph_spec(graph: Graph, path: Path) -> GraphSpec:
         outputs=[_tensor_spec(v) for v in g.output],
         fused_attention=graph.fused_attention,
     )
+
+
+def backbone_spec(config: ViTConfig) -> Backbone | None:
+    if config.backbone is None:
+        return None
+    stride = config.stride // config.patch_size  # the backbone's own, before the patches
+    return Backbone(stages=list(config.backbone), width=config.backbone_width, stride=stride)
 
 
 def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:

@@ -175,7 +175,7 @@ def inspect(
     draw_attention_distance(
         distance, model.image_size, uniform, out / FIGURES["attention_distance"]
     )
-    _draw_rollouts(m.rollouts, rows, out / FIGURES["rollout"])
+    _draw_rollouts(m.rollouts, (rows, cols), out / FIGURES["rollout"])
     report["figures"] = {
         k: v for k, v in FIGURES.items() if k != "filters" or model.filters is not None
     }
@@ -183,9 +183,11 @@ def inspect(
     return report
 
 
-def _draw_rollouts(rollouts: list[tuple[str, Prepared, np.ndarray]], grid: int, path: Path) -> None:
-    """Each image and the service's own /attention overlay of its rollout (square grids only, as
-    the service's transform makes square inputs)."""
+def _draw_rollouts(
+    rollouts: list[tuple[str, Prepared, np.ndarray]], grid: tuple[int, int], path: Path
+) -> None:
+    """Each image and the service's own /attention overlay of its rollout over the (rows, cols)
+    grid."""
     images = [p.image for _, p, _ in rollouts if p.image is not None]  # all: they were kept
     overlays = [
         overlay_png(image, p.box, rollout_grid(r, grid))

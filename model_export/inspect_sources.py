@@ -77,9 +77,9 @@ def from_checkpoint(path: Path) -> Inspectable:
     model = checkpoints.load_checkpoint(path).model  # CheckpointError names the problem
     config = model.config
     if not isinstance(config.image_size, int):
-        raise InspectError(f"{path}: {config.image_size} input; the image transform is square only")
+        raise InspectError(f"{path}: {config.image_size} input; vit-inspect reads square ones only")
     layout = token_layout(config)
-    hybrid = getattr(config, "backbone", None) is not None  # () is a hybrid too: stem only
+    hybrid = config.backbone is not None  # () is a hybrid too: stem only
     graph = ExplainGraph(model).eval()  # the very module the bundle's explain graph is made from
 
     @torch.no_grad()
@@ -103,6 +103,9 @@ def from_checkpoint(path: Path) -> Inspectable:
 
 def from_bundle(path: Path) -> Inspectable:
     manifest = load_bundle(path)  # BundleError names the problem
+    if not isinstance(manifest.image_size, int):
+        size = manifest.image_size
+        raise InspectError(f"{path}: {size} input; vit-inspect reads square ones only")
     if EXPLAIN not in manifest.graphs:
         raise InspectError(
             f"{path}: the bundle has no explain graph; re-export it with vit-export to inspect it"
@@ -128,7 +131,7 @@ def from_bundle(path: Path) -> Inspectable:
     return Inspectable(
         kind="bundle",
         image_size=manifest.image_size,
-        layout=(manifest.grid, manifest.grid, manifest.image_size // manifest.grid),
+        layout=(*manifest.grid, manifest.stride),
         depth=manifest.depth,
         heads=manifest.heads,
         preprocessor=Preprocessor(

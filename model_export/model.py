@@ -1,9 +1,11 @@
 """The Vision Transformer of Dosovitskiy et al. (2021), "An image is worth 16x16 words".
 
-Reads top-down: ViTConfig → presets → PatchEmbed → Attention → MLP → Block → ViT, then the
+Reads top-down: ViTConfig → PatchEmbed → Attention → MLP → Block → ViT, then the
 position-embedding resize used for fine-tuning at a higher resolution. The equations (paper §3.1):
 
-    z0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          (1)
+    z0  = [x_class; x_p^1 E; ...; x_p^N E] + E_pos          (1)   x_p: image patches, or for the
+                                                                    hybrid, patches of a ResNet's
+                                                                    feature map (resnet.py)
     z'l = MSA(LN(z_{l-1})) + z_{l-1}                          (2)
     zl  = MLP(LN(z'l)) + z'l                                  (3)
     y   = LN(z_L^0)                                           (4)
@@ -19,6 +21,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model_export.resnet import ResNet, WeightStd, backbone_channels, backbone_stride
 
 Gelu = Literal["erf", "tanh"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
@@ -37,8 +41,8 @@ DEFAULT_POS_EMBED_RESIZE: PosEmbedResize = "bicubic-antialias"
 
 @dataclass(frozen=True)
 class ViTConfig:
-    image_size: int = 224  # input H = W; the patch grid is image_size // patch_size per side
-    patch_size: int = 16  # P: each token is a P×P×C patch
+    image_size: int | tuple[int, int] = 224  # input H = W, or (H, W) as timm's img_size
+    patch_size: int = 16  # P: each token is a P×P patch of the image, or of the backbone's map
     channels: int = 3  # RGB
     dim: int = 768  # D, the hidden size every layer keeps
     depth: int = 12  # L, encoder blocks
@@ -56,17 +60,35 @@ class ViTConfig:
     resize_mode: ResizeMode = "squash"  # squash: straight to H×W (HF); crop: shorter side, centre
     crop_pct: float = 1.0  # with resize_mode="crop": resize shorter side to image_size / crop_pct
     labels: tuple[str, ...] = field(default=())  # class names in head order, () when unknown
+    # Hybrid (§3.1): a ResNet turns the image into a feature map and the patches come from that.
+    backbone: tuple[int, ...] | None = None  # None: plain ViT; (): stem only; (3, 4, 9): R50
+    backbone_width: int = 1  # width factor: 64·w stem channels, 256·w·2^i out of stage i
+    # The two hybrid sources compute different functions (resnet.py); the weights say which.
+    backbone_gn_eps: float = 1e-5  # GroupNorm epsilon: timm 1e-5, Flax 1e-6
+    backbone_std: WeightStd = "timm"  # kernel standardisation: "timm" or "flax" (resnet.py)
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_size, (tuple, list)):  # (H, W); a square one is stored as H
+            h, w = self.image_size
+            object.__setattr__(self, "image_size", h if h == w else (h, w))
+        if self.backbone is not None:
+            object.__setattr__(self, "backbone", tuple(self.backbone))
+        if min(*self.image_hw, self.patch_size, self.dim, self.depth, self.heads) < 1:
+            raise ValueError("invalid ViTConfig: image_size, patch_size, dim, depth and heads "
+                             "must be positive")  # fmt: skip
         problems = []
-        if self.image_size % self.patch_size:
-            problems.append(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
+        if self.image_hw[0] % self.stride or self.image_hw[1] % self.stride:
+            stride = f"patch_size {self.patch_size}"
+            if self.backbone is not None:
+                backbone = self.stride // self.patch_size
+                stride = f"{self.stride} (backbone stride {backbone} × {stride})"
+            problems.append(f"image_size {self.image_size} is not a multiple of {stride}")
         if self.dim % self.heads:
             problems.append(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if min(self.image_size, self.patch_size, self.dim, self.depth, self.heads) < 1:
-            problems.append("image_size, patch_size, dim, depth and heads must be positive")
+        if self.backbone is not None and min((*self.backbone, self.backbone_width)) < 1:
+            problems.append(f"backbone {self.backbone} × {self.backbone_width}: all must be ≥ 1")
+        if self.backbone_std not in ("timm", "flax"):
+            problems.append(f"backbone_std {self.backbone_std!r} is not 'timm' or 'flax'")
         if self.labels and len(self.labels) != self.num_classes:
             problems.append(f"{len(self.labels)} labels for {self.num_classes} classes")
         if not 0 < self.crop_pct <= 1:
@@ -75,12 +97,31 @@ class ViTConfig:
             raise ValueError("invalid ViTConfig: " + "; ".join(problems))
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else s
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per token side: the backbone's stride times the patch size."""
+        return self.patch_size * (1 if self.backbone is None else backbone_stride(self.backbone))
+
+    @property
+    def embed_channels(self) -> int:
+        """Channels the patch embedding reads: the image's, or the backbone feature map's."""
+        if self.backbone is None:
+            return self.channels
+        return backbone_channels(self.backbone, self.backbone_width)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of tokens."""
+        h, w = self.image_hw
+        return h // self.stride, w // self.stride
 
     @property
     def num_patches(self) -> int:
-        return self.grid**2
+        return self.grid[0] * self.grid[1]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,40 +136,22 @@ class ViTConfig:
         return cls(**d)
 
 
-# The paper's Table 1 (B, L, H) plus DeiT's Ti and S, which the ecosystem treats as the same family.
-_SIZES = {  # name: (D, L, heads, MLP)
-    "ti": (192, 12, 3, 768),
-    "s": (384, 12, 6, 1536),
-    "b": (768, 12, 12, 3072),
-    "l": (1024, 24, 16, 4096),
-    "h": (1280, 32, 16, 5120),
-}
-PRESETS = {
-    f"vit-{size}{patch}": (dim, depth, heads, mlp, patch)
-    for size, (dim, depth, heads, mlp) in _SIZES.items()
-    for patch in (14, 16, 32)
-}
-
-
-def preset(name: str, **overrides: Any) -> ViTConfig:
-    """ViTConfig for a paper preset such as "vit-b16" (224 px, 1000 classes unless overridden)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
-    dim, depth, heads, mlp, patch = PRESETS[name]
-    base = dict(dim=dim, depth=depth, heads=heads, mlp_dim=mlp, patch_size=patch)
-    return ViTConfig(**{**base, **overrides})
-
-
 class PatchEmbed(nn.Module):
-    """Split into P×P patches and project each to D: a conv with stride P is exactly x_p E."""
+    """Split into P×P patches and project each to D: a conv with stride P is exactly x_p E.
+
+    A hybrid first runs its ResNet, and the patches are cut from the feature map instead.
+    """
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         p = config.patch_size
-        self.proj = nn.Conv2d(config.channels, config.dim, kernel_size=p, stride=p)
+        self.backbone = ResNet(config) if config.backbone is not None else None
+        self.proj = nn.Conv2d(config.embed_channels, config.dim, kernel_size=p, stride=p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)  # (B, D, H/P, W/P)
+        if self.backbone is not None:
+            x = self.backbone(x)  # (B, C', H/s, W/s)
+        x = self.proj(x)  # (B, D, rows, cols)
         return x.flatten(2).transpose(1, 2)  # (B, N, D), row-major over the grid
 
 
@@ -241,35 +264,56 @@ class ViT(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def resize_grid(self, image_size: int, mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE) -> None:
+    def resize_grid(
+        self, image_size: int | tuple[int, int], mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE
+    ) -> None:
         """Serve or fine-tune at a new resolution: interpolate the position embeddings in 2D."""
-        new = replace(self.config, image_size=image_size)  # validates the patch multiple
-        pos = resize_pos_embed(self.pos_embed.data, new.grid, mode)
+        new = replace(self.config, image_size=image_size)  # validates the stride multiple
+        pos = resize_pos_embed(self.pos_embed.data, new.grid, mode, old_grid=self.config.grid)
         self.pos_embed = nn.Parameter(pos)
         self.config = new
 
 
+Grid = int | tuple[int, int]  # g (a g×g grid) or (rows, cols)
+
+
 def resize_pos_embed(
-    pos_embed: torch.Tensor, new_grid: int, mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE
+    pos_embed: torch.Tensor,
+    new_grid: Grid,
+    mode: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE,
+    old_grid: Grid | None = None,
 ) -> torch.Tensor:
-    """(1, 1 + g², D) → (1, 1 + new_grid², D): the patch part resized as a g×g image, [CLS] kept."""
+    """(1, 1 + r·c, D) → (1, 1 + r'·c', D): the patch part resized as an r×c image, [CLS] kept.
+
+    old_grid defaults to the square grid the embedding's length implies.
+    """
     cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
-    old_grid = math.isqrt(patches.shape[1])
-    if old_grid**2 != patches.shape[1]:
-        raise ValueError(f"{patches.shape[1]} patch position embeddings do not form a square grid")
-    if old_grid == new_grid:
+    if old_grid is None:
+        old_grid = math.isqrt(patches.shape[1])
+        if old_grid**2 != patches.shape[1]:
+            n = patches.shape[1]
+            raise ValueError(f"{n} patch position embeddings do not form a square grid")
+    (rows, cols), (new_rows, new_cols) = _hw(old_grid), _hw(new_grid)
+    if rows * cols != patches.shape[1]:
+        n = patches.shape[1]
+        raise ValueError(f"{n} patch position embeddings are not a {rows}×{cols} grid")
+    if (rows, cols) == (new_rows, new_cols):
         return pos_embed.clone()
     d = patches.shape[-1]
-    grid = patches.reshape(1, old_grid, old_grid, d).permute(0, 3, 1, 2)  # (1, D, g, g)
+    grid = patches.reshape(1, rows, cols, d).permute(0, 3, 1, 2)  # (1, D, r, c)
     grid = F.interpolate(
         grid.float(),
-        size=(new_grid, new_grid),
+        size=(new_rows, new_cols),
         mode="bilinear" if mode == "bilinear" else "bicubic",
         antialias=mode == "bicubic-antialias",
         align_corners=False,
     ).to(pos_embed.dtype)
-    patches = grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, d)  # (1, g'², D)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, new_rows * new_cols, d)  # (1, r'·c', D)
     return torch.cat([cls, patches], dim=1)
+
+
+def _hw(grid: Grid) -> tuple[int, int]:
+    return (grid, grid) if isinstance(grid, int) else grid
 
 
 def _init_weights(module: nn.Module) -> None:

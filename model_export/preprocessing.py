@@ -32,12 +32,12 @@ def bundle_preprocess(config: ViTConfig) -> Preprocess:
 
 
 def preprocessor(config: ViTConfig, max_pixels: int = TRAINING_MAX_PIXELS) -> Preprocessor:
-    """Image file bytes → (3, S, S) float32, exactly as the service prepares a request."""
+    """Image file bytes → (3, H, W) float32, exactly as the service prepares a request."""
     return Preprocessor(bundle_preprocess(config), config.image_size, max_pixels)
 
 
 def array_pixels(images: Sequence[np.ndarray], config: ViTConfig) -> np.ndarray:
-    """(H, W, 3) uint8 RGB arrays of any size → (B, 3, S, S) float32, through the same transform
+    """(h, w, 3) uint8 RGB arrays of any size → (B, 3, H, W) float32, through the same transform
     a decoded request goes through (so crop-mode bundles are checked on cropped pixels)."""
     preprocess = bundle_preprocess(config)
     rgb = (Image.fromarray(im) for im in images)  # (H, W, 3) uint8 → mode RGB

@@ -26,13 +26,8 @@ from tqdm import tqdm
 
 from model_export.checkpoints import save_native
 from model_export.data import Augment, ImageDataset, augment, eval_batches, train_batches
-from model_export.model import (
-    DEFAULT_POS_EMBED_RESIZE,
-    PosEmbedResize,
-    ViT,
-    count_parameters,
-    preset,
-)
+from model_export.model import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT, count_parameters
+from model_export.presets import preset
 
 Optimizer = Literal["sgd", "adamw"]
 SUMMARY = "summary.json"
@@ -107,19 +102,28 @@ def scratch_model(name: str, labels: tuple[str, ...], seed: int, **overrides: An
 def prepare_for_finetune(
     model: ViT,
     labels: tuple[str, ...],
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
     pos_embed_resize: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE,
 ) -> ViT:
-    """The paper's fine-tuning start: zero D×K head for labels; position embeddings resized once."""
-    if image_size is not None and image_size % model.config.patch_size:
-        raise TrainError(
-            f"--image-size {image_size} is not a multiple of the patch size "
-            f"{model.config.patch_size}"
-        )
+    """The paper's fine-tuning start: zero D×K head for labels; position embeddings resized once.
+
+    image_size: S or (H, W); for a hybrid the grid is over its backbone's feature map.
+    """
+    c = model.config
+    sides = (image_size,) * 2 if isinstance(image_size, int) else image_size or ()
+    if any(side % c.stride for side in sides):
+        unit = f"patch size {c.patch_size}"
+        if c.backbone is not None:
+            unit = f"token stride {c.stride} (backbone stride {c.stride // c.patch_size} × {unit})"
+        raise TrainError(f"--image-size {_size_text(image_size)} is not a multiple of the {unit}")
     model.reset_head(len(labels), labels)
-    if image_size is not None and image_size != model.config.image_size:
-        model.resize_grid(image_size, pos_embed_resize)  # (1, 1+g², D) → (1, 1+g'², D)
+    if image_size is not None and image_size != c.image_size:
+        model.resize_grid(image_size, pos_embed_resize)  # (1, 1+r·c, D) → (1, 1+r'·c', D)
     return model
+
+
+def _size_text(image_size: int | tuple[int, int] | None) -> str:
+    return "x".join(map(str, image_size)) if isinstance(image_size, tuple) else str(image_size)
 
 
 # --- training ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import torch
 
 from model_export.checkpoints import FORMATS, CheckpointError, load_checkpoint
 from model_export.data import AUGMENTS, DataError, ImageDataset, scan, split
-from model_export.model import DEFAULT_POS_EMBED_RESIZE, PRESETS, PosEmbedResize, ViT
+from model_export.model import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT
+from model_export.presets import HYBRID_PRESETS, PRESETS
 from model_export.train import (
     Optimizer,
     TrainConfig,
@@ -32,6 +33,17 @@ from model_export.train import (
     train,
     write_checkpoint,
 )
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """--image-size: S for S×S, or HxW."""
+    try:
+        sides = [int(s) for s in text.lower().split("x")]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2) or min(sides, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not S or HxW in pixels")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,14 +61,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--preset",
         default="vit-ti16",
-        choices=sorted(PRESETS),
+        choices=sorted([*PRESETS, *HYBRID_PRESETS]),
         metavar="NAME",
-        help="with --from-scratch: vit-{ti,s,b,l,h}{14,16,32} (default: vit-ti16)",
+        help="with --from-scratch: vit-{ti,s,b,l,h}{14,16,32}, or a hybrid: "
+        f"{', '.join(HYBRID_PRESETS)} (default: vit-ti16)",
     )
     for dim in ("dim", "depth", "mlp-dim", "patch-size"):
         p.add_argument(f"--{dim}", type=int, help=f"with --from-scratch: override the {dim}")
     p.add_argument("--heads", type=int, help="scratch: override; timm file of odd width: give it")
-    p.add_argument("--image-size", type=int, help="train at this resolution (default: model's)")
+    p.add_argument(
+        "--image-size",
+        type=image_size,
+        metavar="S|HxW",
+        help="train at this resolution, e.g. 384 or 384x512 (default: the model's)",
+    )
     p.add_argument(
         "--pos-embed-resize",
         default=DEFAULT_POS_EMBED_RESIZE,

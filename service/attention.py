@@ -1,8 +1,9 @@
 """Attention rollout as a map over the patch grid, and as a heat-map drawn over the input image.
 
 The explain graph computes the rollout (Abnar & Zuidema 2020) itself: for each image, the [CLS]
-token's row over the N patches. Here it becomes a g×g grid (row-major, as the patches are
-numbered) scaled to [0, 1], and optionally a PNG.
+token's row over the N = rows·cols patches. Here it becomes a rows×cols grid (row-major, as the
+patches are numbered; a hybrid's patches tile its backbone's feature map, which covers the image
+the same way) scaled to [0, 1], and optionally a PNG.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ _LUT = np.stack(
 ).astype(np.uint8)  # (256, 3)
 
 
-def rollout_grid(rollout: np.ndarray, grid: int) -> np.ndarray:
-    """(N,) rollout → (g, g) scaled to [0, 1]; a flat map (no preference) is all zeros."""
-    m = rollout.reshape(grid, grid).astype(np.float64)
+def rollout_grid(rollout: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(N,) rollout → (rows, cols) scaled to [0, 1]; a flat map (no preference) is all zeros."""
+    m = rollout.reshape(grid).astype(np.float64)
     lo, hi = m.min(), m.max()
     scaled = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
     return scaled.astype(np.float32)
 
 
 def overlay_png(image: Image.Image, box: Box, heat: np.ndarray) -> bytes:
-    """The picture (images.overview's, at most 1024 px a side) with the (g, g) map in [0, 1] laid
-    over the region the model saw, as PNG."""
+    """The picture (images.overview's, at most 1024 px a side) with the (rows, cols) map in [0, 1]
+    laid over the region the model saw, as PNG."""
     left, top, right, bottom = (round(v) for v in box)
     width, height = max(1, right - left), max(1, bottom - top)
     level = Image.fromarray(np.rint(heat * 255).astype(np.uint8), "L")

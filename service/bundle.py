@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,10 +25,10 @@ Precision = Literal["fp32", "fp16"]
 
 # The graphs' tensor names: the exporter writes them, the engine feeds and fetches them, the routes
 # read them. Declared here only.
-INPUT: Final = "pixels"  # (B, 3, S, S)
+INPUT: Final = "pixels"  # (B, 3, H, W)
 LOGITS: Final = "logits"  # (B, K)
 EMBEDDING: Final = "embedding"  # (B, D): the final-LayerNorm [CLS] token the head reads
-ROLLOUT: Final = "rollout"  # (B, N): attention rollout, [CLS] row over the N patches
+ROLLOUT: Final = "rollout"  # (B, N): attention rollout, [CLS] row over the N = rows·cols patches
 # (B, L, H): mean attention distance in pixels per layer and head; for vit-inspect, never fetched
 ATTENTION_DISTANCE: Final = "attention_distance"
 # What each role must answer: the validator requires these, the engine fetches only these.
@@ -67,6 +67,17 @@ class Preprocess(_Strict):
     crop_pct: float = Field(gt=0, le=1)
 
 
+class Backbone(_Strict):
+    """A hybrid's CNN: a BiT ResNet v1 whose feature map the patch embedding reads (paper §3.1)."""
+
+    stages: list[Annotated[int, Field(gt=0)]]  # bottlenecks per stage; [] = the stem alone
+    width: int = Field(gt=0)  # width factor: 64·w stem channels
+    stride: int = Field(gt=0)  # input pixels per feature-map cell (4 for the stem, 16 for R50)
+
+
+Side = Annotated[int, Field(gt=0)]
+
+
 class Source(_Strict):
     format: str  # hf | timm | npz | native
     sha256: str  # of the weights file the export read
@@ -92,8 +103,9 @@ class BundleManifest(_Strict):
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
     labels: list[str] = Field(min_length=1)  # K, in head order
-    image_size: int = Field(gt=0)
-    patch_size: int = Field(gt=0)
+    image_size: Side | tuple[Side, Side]  # input H = W, or [H, W]
+    patch_size: int = Field(gt=0)  # on the image, or on the backbone's feature map
+    backbone: Backbone | None = None  # a hybrid's CNN; None for a plain ViT
     dim: int = Field(gt=0)  # D, the embedding size
     depth: int = Field(gt=0)
     heads: int = Field(gt=0)
@@ -105,17 +117,29 @@ class BundleManifest(_Strict):
     validation: dict[Role, GraphValidation]
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else s
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per token side: the backbone's stride times the patch size."""
+        return self.patch_size * (self.backbone.stride if self.backbone else 1)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of patch tokens."""
+        h, w = self.image_hw
+        return h // self.stride, w // self.stride
 
     @property
     def num_patches(self) -> int:
-        return self.grid**2
+        return self.grid[0] * self.grid[1]
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleManifest:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of {self.patch_size}")
+        if any(side % self.stride for side in self.image_hw):
+            raise ValueError(f"image_size {self.image_size} is not a multiple of {self.stride}")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if FAST not in self.graphs:
@@ -128,7 +152,7 @@ class BundleManifest(_Strict):
         """The graph takes INPUT and answers every output its role needs, each shaped as the
         manifest's sizes and labels say (extra outputs are allowed and never fetched)."""
         expected = {  # after the batch axis
-            INPUT: [3, self.image_size, self.image_size],
+            INPUT: [3, *self.image_hw],
             LOGITS: [len(self.labels)],
             EMBEDDING: [self.dim],
             ROLLOUT: [self.num_patches],

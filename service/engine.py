@@ -102,13 +102,13 @@ class Engine:
         Largest first: the memory arena grows to its peak once, and CUDA picks its kernels for
         every shape before a request can pay for it.
         """
-        s = self.manifest.image_size
+        h, w = self.manifest.image_hw
         steps = [(g, b) for g in self.sessions for b in range(max_batch_size, 0, -1)]
         started = time.perf_counter()
         for done, (graph, size) in enumerate(steps, start=1):
             if stop.is_set():
                 return False
-            self.run(graph, np.zeros((size, 3, s, s), np.float32))
+            self.run(graph, np.zeros((size, 3, h, w), np.float32))
             if progress:
                 progress(done, len(steps))
         log.info(

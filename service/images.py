@@ -5,7 +5,9 @@ the model is trained, checked and served on identical pixels.
 
 Preprocessing is the bundle's (model.json "preprocess"), done the way timm's eval transform does
 it: squash straight to S×S, or resize the shorter side to floor(S / crop_pct) and take
-the centre S×S; then x / 255, minus mean, over std.
+the centre S×S; then x / 255, minus mean, over std. For an H×W input (H ≠ W),
+timm's crop resizes straight to floor(H / crop_pct) × floor(W / crop_pct) before the centre crop,
+and so does this.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ _BAND_PIXELS = 1 << 20  # 16-bit → 8-bit conversion works on bands of about th
 MiB = 1 << 20
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in the decoded image's pixels
+Size = int | tuple[int, int]  # the model input: S (square) or (H, W)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    pixels: np.ndarray  # (3, S, S) float32, normalised: one row of a model input batch
+    pixels: np.ndarray  # (3, H, W) float32, normalised: one row of a model input batch
     image: Image.Image | None  # the decoded RGB picture, kept only when a heat-map will be drawn
     box: Box  # the part of `image` the model saw (all of it, or the centre crop)
 
@@ -58,7 +61,7 @@ class Preprocessor:
     """
 
     preprocess: Preprocess
-    image_size: int  # S
+    image_size: Size
     max_pixels: int
     max_bytes: int | None = None  # estimated peak decode memory one image may take
     memory: MemoryBudget | None = None
@@ -78,32 +81,35 @@ class Preprocessor:
         return self.memory.hold(size, self.memory_wait_s) if self.memory else nullcontext()
 
 
-def transform(image: Image.Image, preprocess: Preprocess, size: int) -> tuple[np.ndarray, Box]:
-    """An upright RGB image (what `decode` returns) → ((3, S, S) float32 pixels, the box it saw)."""
+def transform(image: Image.Image, preprocess: Preprocess, size: Size) -> tuple[np.ndarray, Box]:
+    """An upright RGB image (what `decode` returns) → ((3, H, W) float32 pixels, the box it saw)."""
     if image.mode != "RGB":
         raise ValueError(f"transform takes RGB images (decode's output), not {image.mode}")
-    resized, box = _resize(image, preprocess, size)
+    resized, box = _resize(image, preprocess, (size, size) if isinstance(size, int) else size)
     return _normalise(resized, preprocess), box
 
 
-def _resize(image: Image.Image, p: Preprocess, s: int) -> tuple[Image.Image, Box]:
-    resample = _RESAMPLE[p.interpolation]
+def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[Image.Image, Box]:
+    (sh, sw), resample = size, _RESAMPLE[p.interpolation]
     w, h = image.size
     if p.resize_mode == "squash":
-        return image.resize((s, s), resample), (0.0, 0.0, float(w), float(h))
-    short = math.floor(s / p.crop_pct)
-    scale = short / min(w, h)
-    rw, rh = (max(short, round(side * scale)) for side in (w, h))
-    left, top = round((rw - s) / 2), round((rh - s) / 2)
-    cropped = image.resize((rw, rh), resample).crop((left, top, left + s, top + s))
+        return image.resize((sw, sh), resample), (0.0, 0.0, float(w), float(h))
+    if sh == sw:  # the shorter side to floor(S / crop_pct), aspect kept
+        short = math.floor(sh / p.crop_pct)
+        scale = short / min(w, h)
+        rw, rh = (max(short, round(side * scale)) for side in (w, h))
+    else:  # timm's rule for an (H, W) size: straight to the enlarged H×W
+        rw, rh = math.floor(sw / p.crop_pct), math.floor(sh / p.crop_pct)
+    left, top = round((rw - sw) / 2), round((rh - sh) / 2)
+    cropped = image.resize((rw, rh), resample).crop((left, top, left + sw, top + sh))
     sx, sy = rw / w, rh / h  # resized pixels per original pixel
-    return cropped, (left / sx, top / sy, (left + s) / sx, (top + s) / sy)
+    return cropped, (left / sx, top / sy, (left + sw) / sx, (top + sh) / sy)
 
 
 def _normalise(image: Image.Image, p: Preprocess) -> np.ndarray:
-    x: np.ndarray = np.asarray(image, np.float32) / np.float32(255)  # (S, S, 3) in [0, 1]
+    x: np.ndarray = np.asarray(image, np.float32) / np.float32(255)  # (H, W, 3) in [0, 1]
     x = (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, S, S)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
 
 
 def overview(image: Image.Image, box: Box) -> tuple[Image.Image, Box]:

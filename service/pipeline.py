@@ -96,8 +96,8 @@ class Pipeline:
 
     async def _prepare_all(self, images: Inputs, keep_images: bool) -> list[Prepared]:
         if isinstance(images, np.ndarray):  # already pixels: the model sees all of each
-            s = float(self._preprocessor.image_size)
-            return [Prepared(pixels, None, (0.0, 0.0, s, s)) for pixels in images]
+            h, w = images.shape[-2:]  # (B, 3, H, W)
+            return [Prepared(pixels, None, (0.0, 0.0, float(w), float(h))) for pixels in images]
         loop = asyncio.get_running_loop()
         n = len(images)
         return await asyncio.gather(

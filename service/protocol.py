@@ -113,13 +113,13 @@ class InferenceResponse(BaseModel):
 
 
 def model_metadata(m: BundleManifest) -> ModelMetadata:
-    s, tensor = m.image_size, TensorMetadata
+    (h, w), tensor = m.image_hw, TensorMetadata
     return ModelMetadata(
         name=m.name,
         versions=[m.version],
         platform=PLATFORM,
         inputs=[tensor(name=IMAGE, datatype="BYTES", shape=[-1]),
-                tensor(name=PIXELS, datatype="FP32", shape=[-1, 3, s, s])],
+                tensor(name=PIXELS, datatype="FP32", shape=[-1, 3, h, w])],
         outputs=[tensor(name=LOGITS, datatype="FP32", shape=[-1, len(m.labels)]),
                  tensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(m.labels)]),
                  tensor(name=EMBEDDING, datatype="FP32", shape=[-1, m.dim])],
@@ -152,7 +152,7 @@ def parse_request(
     header, binary = split_body(body, headers.get(HEADER_LENGTH.lower()))
     # Numbers in JSON cost the parser (holding the GIL) and a Python object each: past four
     # images' worth of pixels, large tensors must travel as binary data. Counted before parsing.
-    most = 4 * 3 * manifest.image_size**2
+    most = 4 * 3 * manifest.image_hw[0] * manifest.image_hw[1]
     if header.count(b",") > most:
         raise PayloadTooLarge(
             f"the JSON holds over {most:,} values; send large tensors with the binary data "
@@ -169,7 +169,7 @@ def parse_request(
     if tensor.name == IMAGE:
         inputs: Inputs = _images(tensor, binary, limits.max_images)
     elif tensor.name == PIXELS:
-        inputs = _pixels(tensor, binary, manifest.image_size, limits.max_images)
+        inputs = _pixels(tensor, binary, manifest.image_hw, limits.max_images)
     else:
         raise InvalidParameter(f"no input {tensor.name!r}; send {IMAGE} (BYTES) or {PIXELS} (FP32)")
     return Inference(request.id, inputs, _outputs(request))
@@ -214,11 +214,13 @@ def _images(tensor: RequestInput, binary: bytes, max_images: int) -> list[bytes]
     return images
 
 
-def _pixels(tensor: RequestInput, binary: bytes, s: int, max_images: int) -> np.ndarray:
-    want = [3, s, s]
-    ok = len(tensor.shape) == 4 and tensor.shape[1:] == want
-    n = _batch(tensor, binary, "FP32", f"[B, 3, {s}, {s}]", ok, max_images)
-    count = n * 3 * s * s
+def _pixels(
+    tensor: RequestInput, binary: bytes, hw: tuple[int, int], max_images: int
+) -> np.ndarray:
+    h, w = hw
+    ok = len(tensor.shape) == 4 and tensor.shape[1:] == [3, h, w]
+    n = _batch(tensor, binary, "FP32", f"[B, 3, {h}, {w}]", ok, max_images)
+    count = n * 3 * h * w
     try:
         if tensor.data is None:
             x = np.frombuffer(binary, "<f4")
@@ -230,7 +232,7 @@ def _pixels(tensor: RequestInput, binary: bytes, s: int, max_images: int) -> np.
         raise InvalidParameter(f"input {tensor.name}: {x.size:,} values for shape {tensor.shape}")
     if not np.isfinite(x).all():
         raise InvalidParameter(f"input {tensor.name} holds NaN or infinite values")
-    return x.astype(np.float32).reshape(n, 3, s, s)  # native byte order, writable
+    return x.astype(np.float32).reshape(n, 3, h, w)  # native byte order, writable
 
 
 def _outputs(request: InferenceRequest) -> list[Wanted]:

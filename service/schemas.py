@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.bundle import Backbone
 from service.errors import STATUS, all_errors, status_of
 from service.inputs import ImagesJSON
 
@@ -71,9 +72,10 @@ class ModelInfo(BaseModel):
     name: str
     version: str
     labels: list[str]
-    image_size: int = Field(description="input height = width, in pixels")
-    patch_size: int
-    grid: int = Field(description="patches per side")
+    image_size: tuple[int, int] = Field(description="input [height, width] in pixels")
+    patch_size: int = Field(description="patch side on the image, or on a hybrid's feature map")
+    grid: tuple[int, int] = Field(description="patch tokens: [rows, cols]")
+    backbone: Backbone | None = Field(description="a hybrid's ResNet; null for a plain ViT")
     dim: int = Field(description="embedding size D")
     layers: int
     heads: int

@@ -11,6 +11,9 @@ directly but must agree with that adapter's detect, so a contradicting --format 
     hf      transformers ViT folder (config.json model_type "vit") or a bare HF-keyed file
     timm    timm VisionTransformer file (patch_embed.proj...) or a timm hub folder ("architecture")
     npz     Google's released Flax .npz (Transformer/encoderblock_N/MultiHeadDotProductAttention_1)
+    timm-hybrid  timm hybrid ResNet + ViT (patch_embed.backbone...), file or hub folder
+    npz-linen    Google .npz in today's vit_jax Linen names (MultiHeadDotProductAttention_0, ...)
+    npz-hybrid   Google hybrid .npz (conv_root, gn_root, block{s}/unit{u}/..., then the ViT)
     native  our folder: model.safetensors + config.json (ViTConfig fields) + labels.json
 
 Adding a format is one module and one registry line:

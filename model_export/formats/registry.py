@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_export.formats import hf, native, npz, timm
+from model_export.formats import hf, native, npz, npz_hybrid, npz_linen, timm, timm_hybrid
 from model_export.formats.base import Adapter, CheckpointError
 from model_export.formats.files import CONFIG, Checkpoint, open_checkpoint
 
@@ -13,6 +13,9 @@ ADAPTERS: tuple[Adapter, ...] = (
     hf.ADAPTER,
     timm.ADAPTER,
     npz.ADAPTER,
+    timm_hybrid.ADAPTER,
+    npz_linen.ADAPTER,
+    npz_hybrid.ADAPTER,
     native.ADAPTER,
 )
 FORMATS: tuple[str, ...] = ("auto", *(a.name for a in ADAPTERS))

@@ -23,7 +23,7 @@ import torch
 
 from model_export.formats.base import Adapter, State, reading, rgb
 from model_export.formats.files import Checkpoint, Files
-from model_export.formats.geometry import config_from_shapes, grid
+from model_export.formats.geometry import config_from_shapes, positions
 from model_export.model import Interpolation, ViTConfig
 
 # VisionTransformer variants this ViT does not compute, by a key fragment that gives them away.
@@ -49,7 +49,7 @@ _TIMM_CROP_MODES = {"center": "crop", "squash": "squash"}
 
 def from_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """timm VisionTransformer -> ours: the names already match but for pre_logits.fc."""
-    sd = {_strip_prefixes(k): v for k, v in state.items()}
+    sd = {strip_prefixes(k): v for k, v in state.items()}
     if "patch_embed.proj.weight" not in sd or not any(k.startswith("blocks.") for k in sd):
         first = ", ".join(list(sd)[:5])
         raise ValueError(f"not a ViT state dict: no patch_embed/blocks keys (has {first}, …)")
@@ -58,24 +58,48 @@ def from_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise ValueError(f"unsupported timm ViT: it has {what}")
     if "cls_token" not in sd:
         raise ValueError("unsupported timm ViT: it has no class token (cls_token)")
-    grid(sd.get("pos_embed"))
+    positions(sd.get("pos_embed"))  # square or not, the config decides with the input size
     return {k.replace("pre_logits.fc.", "pre_logits."): v for k, v in sd.items()}
 
 
 def timm_config(
-    state: Mapping[str, torch.Tensor], heads: int | None, sidecar: Mapping[str, Any]
+    state: Mapping[str, torch.Tensor],
+    heads: int | None,
+    sidecar: Mapping[str, Any],
+    **settings: Any,
 ) -> ViTConfig:
-    """ViTConfig from a mapped state's shapes; heads from the argument, sidecar or paper's table."""
+    """ViTConfig from a mapped state's shapes; heads from the argument, sidecar or paper's table.
+
+    settings: what the caller knows beyond timm's ViT defaults (a hybrid's backbone numerics).
+    """
     if sidecar.get("global_pool", "token") != "token":
         raise ValueError(f"unsupported timm global_pool {sidecar['global_pool']!r}")
     return config_from_shapes(
         state,
         heads or sidecar.get("model_args", {}).get("num_heads"),
+        image_size=_input_size(sidecar),
         eps=1e-6,
         gelu="erf",
         labels=tuple(sidecar.get("label_names") or ()),
         **_timm_preprocess(sidecar),
+        **settings,
     )
+
+
+def _input_size(sidecar: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(H, W) from model_args.img_size (an int or [H, W]) or pretrained_cfg.input_size [C, H, W]."""
+    args, pretrained = sidecar.get("model_args") or {}, sidecar.get("pretrained_cfg") or {}
+    if "img_size" in args:
+        size = args["img_size"]
+    elif isinstance(pretrained.get("input_size"), list):
+        size = pretrained["input_size"][1:]
+    else:
+        return None
+    if isinstance(size, int):
+        size = [size, size]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) for s in size)):
+        raise ValueError(f"timm input size {size!r} is not [H, W] in pixels")
+    return size[0], size[1]
 
 
 def _timm_preprocess(sidecar: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,7 +117,7 @@ def _timm_preprocess(sidecar: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def _strip_prefixes(key: str) -> str:
+def strip_prefixes(key: str) -> str:
     while key.startswith(_PREFIXES):
         key = key.split(".", 1)[1]
     return key
@@ -103,7 +127,7 @@ def _strip_prefixes(key: str) -> str:
 
 
 def detect(keys: frozenset[str], files: Files) -> bool:
-    stripped = {_strip_prefixes(k) for k in keys}
+    stripped = {strip_prefixes(k) for k in keys}
     if any(k.startswith("patch_embed.backbone.") for k in stripped):
         return False  # a hybrid ResNet + ViT
     if files.is_folder:

@@ -104,7 +104,7 @@ async def attention(
         raise InvalidParameter("format=png answers one image per request")
     outcome = await job.run(EXPLAIN, keep_images=format == "png")
     outputs = outcome.result.outputs
-    maps = [rollout_grid(r, manifest.grid) for r in outputs[ROLLOUT]]  # each (g, g)
+    maps = [rollout_grid(r, manifest.grid) for r in outputs[ROLLOUT]]  # each (rows, cols)
     if format == "png":
         p = outcome.prepared[0]
         assert p.image is not None
@@ -114,7 +114,7 @@ async def attention(
     results = [
         AttentionMap(attention=m.tolist(), prediction=b) for m, b in zip(maps, best, strict=True)
     ]
-    return AttentionResponse(model=_ref(manifest), grid=(manifest.grid,) * 2, results=results)
+    return AttentionResponse(model=_ref(manifest), grid=manifest.grid, results=results)
 
 
 @inference.get("/model", responses=error_responses(401), summary="The model being served and how")
@@ -124,9 +124,10 @@ async def model(runtime: RuntimeDep) -> ModelInfo:
         name=m.name,
         version=m.version,
         labels=m.labels,
-        image_size=m.image_size,
+        image_size=m.image_hw,
         patch_size=m.patch_size,
         grid=m.grid,
+        backbone=m.backbone,
         dim=m.dim,
         layers=m.depth,
         heads=m.heads,

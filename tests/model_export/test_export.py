@@ -204,7 +204,7 @@ def test_fp16_bundle_keeps_float32_io_and_passes(fp16_bundle: Path, model: ViT) 
 
 
 def test_parity_check_rejects_a_graph_that_drifts_from_torch() -> None:
-    graph = ir.to_proto(export_graph(FastGraph(tiny_vit(seed=0)), 32, OUTPUTS[FAST]))
+    graph = ir.to_proto(export_graph(FastGraph(tiny_vit(seed=0)), (32, 32), OUTPUTS[FAST]))
     other = FastGraph(tiny_vit(seed=1))  # same architecture, other weights
     with pytest.raises(CheckFailed, match=r"fp32 graph drifts .* logits max_abs="):
         validate(graph, other, pictures(8), OUTPUTS[FAST], "fp32")

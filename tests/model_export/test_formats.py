@@ -19,7 +19,9 @@ from transformers import ViTForImageClassification
 from model_export.checkpoints import CheckpointError, load_checkpoint, save_native
 from model_export.export import main as export_main
 from model_export.formats import ADAPTERS, FORMATS, detect_format, open_checkpoint
-from model_export.model import ViT
+from model_export.model import ViT, ViTConfig
+from tests.model_export.conftest import _randomise
+from tests.model_export.flax_layouts import hybrid_npz, to_linen
 
 ToTimm = Callable[[ViT], dict[str, torch.Tensor]]
 ToNpz = Callable[[ViT], dict[str, np.ndarray]]
@@ -73,6 +75,33 @@ def _native(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
     return save_native(vit, folder / "native")
 
 
+def _hybrid(vit: ViT) -> ViT:
+    """vit's sizes on a ResNet stem (stride 4) with 2×2 patches on its map."""
+    config = ViTConfig.from_dict({**vit.config.to_dict(), "patch_size": 2, "backbone": ()})
+    return _randomise(ViT(config))
+
+
+def _timm_hybrid_file(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    # timm's stem-only layout: the stem's conv and norm sit right under patch_embed.backbone.
+    state = {k.replace(".stem.", "."): v for k, v in to_timm(_hybrid(vit)).items()}
+    save_file(state, str(folder / "hybrid.safetensors"))
+    return folder / "hybrid.safetensors"
+
+
+def _npz_linen(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    np.savez(folder / "vit.npz", **to_linen(to_npz(vit)))
+    return folder / "vit.npz"
+
+
+def _npz_hybrid(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    np.savez(folder / "hybrid.npz", **hybrid_npz(_hybrid(vit)))
+    return folder / "hybrid.npz"
+
+
+def _native_hybrid(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    return save_native(_hybrid(vit), folder / "native")
+
+
 FIXTURES: dict[str, tuple[str, Make]] = {  # id: (the adapter that must claim it, maker)
     "hf-folder": ("hf", _hf_folder),
     "hf-bare-file": ("hf", _hf_file),
@@ -81,6 +110,10 @@ FIXTURES: dict[str, tuple[str, Make]] = {  # id: (the adapter that must claim it
     "timm-hub-folder": ("timm", _timm_folder),
     "npz": ("npz", _npz),
     "native": ("native", _native),
+    "timm-hybrid-file": ("timm-hybrid", _timm_hybrid_file),
+    "npz-linen": ("npz-linen", _npz_linen),
+    "npz-hybrid": ("npz-hybrid", _npz_hybrid),
+    "native-hybrid": ("native", _native_hybrid),
 }
 
 

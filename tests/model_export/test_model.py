@@ -6,14 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_export.model import (
-    PRESETS,
-    ViT,
-    ViTConfig,
-    count_parameters,
-    preset,
-    resize_pos_embed,
-)
+from model_export.model import ViT, ViTConfig, count_parameters, resize_pos_embed
+from model_export.presets import PRESETS, preset
 
 TINY = ViTConfig(image_size=32, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64, num_classes=5)
 
@@ -40,7 +34,7 @@ def test_presets_cover_every_size_and_patch() -> None:
     }
     cfg = preset("vit-s32", image_size=64, num_classes=3)
     assert (cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.patch_size) == (384, 12, 6, 1536, 32)
-    assert cfg.grid == 2
+    assert cfg.grid == (2, 2)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("vit-x16")
 
@@ -102,7 +96,7 @@ def test_reset_head_is_zero_initialised_and_drops_pre_logits() -> None:
 def test_resize_keeps_class_token_and_builds_the_new_grid(tiny: ViT) -> None:
     before = tiny.pos_embed.detach().clone()
     tiny.resize_grid(48)
-    assert tiny.config.image_size == 48 and tiny.config.grid == 6
+    assert tiny.config.image_size == 48 and tiny.config.grid == (6, 6)
     assert tiny.pos_embed.shape == (1, 37, 32)
     torch.testing.assert_close(tiny.pos_embed[:, :1], before[:, :1])
     assert tiny(torch.randn(1, 3, 48, 48)).logits.shape == (1, 5)

@@ -178,7 +178,7 @@ def test_head_replaces_pre_logits_and_resize_keeps_cls() -> None:
     source = ViT(ViTConfig(**TINY, num_classes=1000, representation_size=16))  # grid 4
     cls_before = source.pos_embed[:, 0].clone()
     model = prepare_for_finetune(source, ("a", "b", "c"), image_size=64)
-    assert model.config.image_size == 64 and model.config.grid == 8
+    assert model.config.image_size == 64 and model.config.grid == (8, 8)
     assert model.pos_embed.shape == (1, 1 + 8 * 8, 32)
     assert torch.equal(model.pos_embed[:, 0], cls_before)
     assert model.pre_logits is None and model.head.weight.shape == (3, 32)
@@ -322,3 +322,35 @@ def test_demo_recipe_runs_end_to_end_in_miniature(tmp_path: Path) -> None:
     assert summary["pretrain"]["config"]["optimizer"] == "adamw"
     assert summary["finetune"]["config"]["optimizer"] == "sgd"
     assert summary["checkpoint_bytes"] == (tmp_path / "out" / "model.safetensors").stat().st_size
+
+
+def test_cli_fine_tunes_a_hybrid_at_a_non_square_size(shapes_dir: Path, tmp_path: Path) -> None:
+    # A stem-only hybrid (stride 4) with 2×2 patches on its map: 8 px per token, a 4×4 grid.
+    torch.manual_seed(0)
+    hybrid = dict(TINY, patch_size=2, backbone=())
+    source = ViT(ViTConfig(**hybrid, num_classes=1000, representation_size=16))
+    save_native(source, tmp_path / "pretrained")
+    out = tmp_path / "ft"
+    start = ["--checkpoint", str(tmp_path / "pretrained"), "--image-size", "32x48"]
+    main([str(shapes_dir), "--out", str(out), *start, "--quiet", "--threads", "1", *FAST])
+    model = load_native(out)
+    assert model.config.backbone == () and model.config.image_size == (32, 48)
+    assert model.config.grid == (4, 6) and model.pos_embed.shape == (1, 1 + 24, 32)
+    assert model.pre_logits is None and model.head.weight.shape == (6, 32)
+    assert model.head.weight.abs().sum() > 0  # zero at the start, trained since
+    stem = "patch_embed.backbone.stem.conv.weight"
+    assert not torch.equal(model.state_dict()[stem], source.state_dict()[stem])  # fine-tuned too
+
+
+def test_hybrid_finetune_sizes_are_multiples_of_the_token_stride() -> None:
+    model = scratch_model("r-vit-ti32", ("a", "b"), 0, depth=1)
+    with pytest.raises(TrainError, match=r"--image-size 224x200 is not a multiple of the token "):
+        prepare_for_finetune(model, ("a", "b"), image_size=(224, 200))
+    prepared = prepare_for_finetune(model, ("a", "b"), image_size=(224, 256))
+    assert prepared.config.grid == (7, 8) and not prepared.head.weight.any()
+
+
+def test_dihedral_augment_keeps_a_rectangle_its_shape() -> None:
+    batch = torch.randn(16, 3, 4, 6)
+    out = augment(batch, "dihedral", torch.Generator().manual_seed(0))
+    assert out.shape == batch.shape

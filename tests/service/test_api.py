@@ -136,7 +136,8 @@ def test_attention_png_is_the_picture_with_a_heat_map(client: TestClient, draw: 
 def test_model_describes_what_is_served(client: TestClient) -> None:
     info = client.get("/model").json()
     assert info["labels"] == ["ant", "bee", "cat", "dog"]
-    assert (info["image_size"], info["patch_size"], info["dim"]) == (32, 8, 32)
+    assert (info["image_size"], info["patch_size"], info["dim"]) == ([32, 32], 8, 32)
+    assert info["grid"] == [4, 4] and info["backbone"] is None
     assert (info["layers"], info["heads"], info["precision"]) == (2, 2, "fp32")
     assert info["providers"] == ["CPUExecutionProvider"] and info["graphs"] == ["fast", "explain"]
     assert info["batching"]["max_batch_size"] == 32 and info["batching"]["max_wait_ms"] == 1

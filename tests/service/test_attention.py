@@ -12,9 +12,9 @@ from service.attention import overlay_png, rollout_grid
 
 def test_rollout_grid_is_row_major_and_scaled_to_unit_range() -> None:
     rollout = np.array([0.1, 0.2, 0.3, 0.5], np.float32)  # 2×2 patches, numbered row-major
-    grid = rollout_grid(rollout, 2)
+    grid = rollout_grid(rollout, (2, 2))
     np.testing.assert_allclose(grid, [[0.0, 0.25], [0.5, 1.0]], atol=1e-6)
-    assert not rollout_grid(np.full(4, 0.25, np.float32), 2).any()  # flat: no preference
+    assert not rollout_grid(np.full(4, 0.25, np.float32), (2, 2)).any()  # flat: no preference
 
 
 def test_overlay_keeps_the_picture_size_and_heats_the_hot_patch() -> None:

@@ -84,7 +84,7 @@ def test_write_then_load_round_trips(tmp_path: Path) -> None:
     manifest.write(tmp_path)
     loaded = load_bundle(tmp_path)
     assert loaded == manifest
-    assert (loaded.grid, loaded.num_patches) == (4, 16)
+    assert (loaded.grid, loaded.num_patches) == ((4, 4), 16)
     assert [o.name for o in loaded.graphs[EXPLAIN].outputs] == [LOGITS, EMBEDDING, ROLLOUT]
     assert loaded.graphs[FAST].fused_attention == 2
 
@@ -205,3 +205,33 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 "abc"
     )
     assert sha256_file(tmp_path / "f") == expected
+
+
+def hybrid(d: dict[str, Any], h: int, w: int, stride: int = 4) -> dict[str, Any]:
+    """d made a hybrid on an h×w input: a backbone of the given stride under 8-px patches."""
+    d.update(image_size=[h, w], backbone={"stages": [1], "width": 1, "stride": stride})
+    n = (h // (8 * stride)) * (w // (8 * stride))
+    for graph in d["graphs"].values():
+        graph["inputs"][0]["shape"] = ["batch", 3, h, w]
+        for out in graph["outputs"]:
+            if out["name"] == "rollout":
+                out["shape"] = ["batch", n]
+    return d
+
+
+def test_a_non_square_hybrid_grid_counts_in_backbone_strides(tmp_path: Path) -> None:
+    loaded = load_bundle(write(tmp_path, hybrid(manifest_dict(tmp_path), 64, 96)))
+    assert loaded.backbone is not None and loaded.backbone.stages == [1]
+    assert (loaded.image_hw, loaded.stride, loaded.grid) == ((64, 96), 32, (2, 3))
+    assert loaded.num_patches == 6
+
+
+def test_a_plain_manifest_has_no_backbone_and_a_square_grid(tmp_path: Path) -> None:
+    loaded = load_bundle(write(tmp_path, manifest_dict(tmp_path)))  # as every older model.json
+    assert loaded.backbone is None and loaded.image_hw == (32, 32) and loaded.stride == 8
+
+
+def test_a_hybrid_input_off_the_token_stride_is_refused(tmp_path: Path) -> None:
+    d = hybrid(manifest_dict(tmp_path), 64, 80)  # 80 is not a multiple of 4 · 8
+    with pytest.raises(BundleError, match=r"image_size \(64, 80\) is not a multiple of 32"):
+        load_bundle(write(tmp_path, d))

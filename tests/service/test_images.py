@@ -123,3 +123,12 @@ def test_squash_box_is_the_whole_picture_and_images_are_not_kept_by_default() ->
 def test_hostile_bytes_get_a_precise_error(data: bytes, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         decode(data, 40_000_000)
+
+
+@pytest.mark.parametrize("preprocess", [SQUASH, CROP], ids=["squash", "crop"])
+def test_a_non_square_input_is_h_by_w(preprocess: Preprocess) -> None:
+    image = Image.new("RGB", (200, 100), (255, 0, 0))
+    prepared = Preprocessor(preprocess, (32, 48), 100_000)(save(image, "PNG"), keep_image=True)
+    assert prepared.pixels.shape == (3, 32, 48)  # (3, H, W)
+    left, top, right, bottom = prepared.box
+    assert 0 <= left < right <= 200 and 0 <= top < bottom <= 100

@@ -1,0 +1,72 @@
+"""timm, imported for parity tests only, and its outputs in our vocabulary.
+
+timm imports torchvision when it loads, and torchvision cannot be installed next to the CPU torch
+here: absent, or (as pip installs it for timm into a fresh venv) a CUDA build whose operators fail
+to register. Unless a working torchvision imports, stand_ins/torchvision (names only, each raising
+if used) is put on sys.path just long enough for `import timm`; timm's models never call into it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+STAND_INS = Path(__file__).parent / "stand_ins"
+
+
+def import_timm() -> ModuleType:
+    if "timm" in sys.modules:
+        return sys.modules["timm"]
+    if _real_torchvision_works():
+        return importlib.import_module("timm")
+    sys.path.insert(0, str(STAND_INS))
+    try:
+        return importlib.import_module("timm")
+    finally:
+        sys.path.remove(str(STAND_INS))
+
+
+def _real_torchvision_works() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        importlib.import_module("torchvision")
+        return True
+    except Exception:  # a build for another torch: RuntimeError from its operator registration
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]  # the half-imported package must not shadow the stand-in
+        return False
+
+
+def timm_outputs(
+    model: nn.Module, pixels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (B, K), [CLS] embedding (B, D), attentions (B, L, H, N+1, N+1)) from a timm ViT.
+
+    The attention weights are what timm's non-fused path passes through attn_drop (identity in
+    eval), caught with a forward hook.
+    """
+    weights: list[torch.Tensor] = []
+    hooks = []
+    for block in model.blocks:
+        block.attn.fused_attn = False  # the fused kernel never materialises the weights
+        hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: weights.append(o)))
+    try:
+        with torch.no_grad():
+            tokens = model.forward_features(pixels)  # (B, N+1, D), after the final norm
+            logits = model.forward_head(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits, tokens[:, 0], torch.stack(weights, dim=1)
+
+
+def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest absolute difference relative to the reference's largest magnitude."""
+    return ((got - want).abs().max() / want.abs().max()).item()

@@ -13,9 +13,12 @@ $(VENV)/.serve: pyproject.toml
 	touch $@
 
 # Everything: torch (CPU build, pinned), export and test tools, and vit-client (its own package).
+# timm (the hybrid parity tests' reference) goes in without its dependencies: they would pull a
+# CUDA torchvision that cannot load next to the CPU torch; the tests give timm a stand-in.
 $(VENV)/.dev: pyproject.toml constraints/cpu.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -c constraints/cpu.txt -e '.[cpu,export,dev]' -e ./client
+	$(PIP) --no-deps 'timm>=1.0,<2'
 	touch $@ $(VENV)/.serve
 
 run: $(VENV)/.serve

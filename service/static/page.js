@@ -38,7 +38,7 @@ async function describeModel() {
   try {
     const m = await (await api("/model")).json();
     $("model").textContent =
-      `${m.name} v${m.version} · ${m.labels.length} classes · ${m.image_size} px · ` +
+      `${m.name} v${m.version} · ${m.labels.length} classes · ${m.image_size.join("×")} px · ` +
       `${m.providers[0].replace("ExecutionProvider", "")}`;
   } catch (error) {
     $("model").textContent = error.message;

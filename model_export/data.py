@@ -26,6 +26,7 @@ from service.errors import ServiceError
 from service.images import decode
 
 Sample = tuple[Path, int]  # (image path, class index)
+Samples = Dataset[tuple[torch.Tensor, int]]  # what training reads: ((3, S, S) pixels, class index)
 Augment = Literal["none", "flip", "dihedral"]
 AUGMENTS: tuple[Augment, ...] = ("none", "flip", "dihedral")
 
@@ -131,7 +132,7 @@ class ShuffledStream(Sampler[int]):
 
 
 def train_batches(
-    dataset: ImageDataset, micro_batch: int, seed: int, workers: int = 0
+    dataset: Samples, micro_batch: int, seed: int, workers: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (B, 3, S, S) / (B,) micro-batches in a seeded order; workers only decode."""
     loader = DataLoader(
@@ -145,7 +146,7 @@ def train_batches(
 
 
 def eval_batches(
-    dataset: ImageDataset, batch: int, workers: int = 0
+    dataset: Samples, batch: int, workers: int = 0
 ) -> DataLoader[tuple[torch.Tensor, int]]:
     return DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=workers)
 

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
+from model_export.augment import recolour, shift
 from model_export.checkpoints import save_native
-from model_export.data import Augment, ImageDataset, augment, eval_batches, train_batches
+from model_export.data import Augment, Samples, augment, eval_batches, train_batches
 from model_export.model import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT, count_parameters
 from model_export.presets import preset
 
@@ -49,6 +50,8 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warm-up from 0, then cosine decay to 0 at the last step
     clip_norm: float = 1.0  # clip gradients at this global norm (paper)
     augment: Augment = "flip"  # flip is safe for photos; dihedral when orientation is no cue
+    shift: int = 0  # random translation by up to this many pixels (augment.shift); 0: none
+    recolour: float = 0.0  # share of images with remapped, permuted channels (augment.recolour)
     seed: int = 0  # data order and augmentation; the same seed gives the same weights
     eval_every: int = 0  # validate every N steps as well as at the end; 0: only at the end
     workers: int = 0  # DataLoader processes decoding images; 0 decodes in the training process
@@ -63,8 +66,10 @@ class TrainConfig:
             )
         if self.lr <= 0 or self.clip_norm <= 0:
             problems.append("learning rate and clip norm must be positive")
-        if min(self.warmup_steps, self.eval_every, self.workers) < 0 or self.weight_decay < 0:
-            problems.append("warm-up, eval-every, workers and weight decay cannot be negative")
+        if min(self.warmup_steps, self.eval_every, self.workers, self.shift) < 0:
+            problems.append("warm-up, eval-every, workers and shift cannot be negative")
+        if self.weight_decay < 0 or not 0 <= self.recolour <= 1:
+            problems.append("weight decay cannot be negative, recolour must be in [0, 1]")
         if problems:
             raise TrainError("; ".join(problems))
 
@@ -161,9 +166,9 @@ def make_optimizer(model: ViT, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def train(
     model: ViT,
-    train_set: ImageDataset,
+    train_set: Samples,
     cfg: TrainConfig,
-    val_set: ImageDataset | None = None,
+    val_set: Samples | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> TrainResult:
@@ -183,6 +188,8 @@ def train(
         for _ in range(accumulate):
             x, y = next(batches)  # (B, 3, S, S), (B,)
             x = augment(x, cfg.augment, augment_rng)
+            x = shift(x, cfg.shift, augment_rng)
+            x = recolour(x, cfg.recolour, model.config.mean, model.config.std, augment_rng)
             micro_loss, micro_correct = _backward(model, x.to(device), y.to(device), accumulate)
             loss += micro_loss / accumulate
             correct += micro_correct
@@ -216,7 +223,7 @@ def _backward(model: ViT, x: torch.Tensor, y: torch.Tensor, accumulate: int) -> 
 
 @torch.no_grad()
 def evaluate(
-    model: ViT, dataset: ImageDataset, batch: int = 64, workers: int = 0, device: str = "cpu"
+    model: ViT, dataset: Samples, batch: int = 64, workers: int = 0, device: str = "cpu"
 ) -> Evaluation:
     """Top-1 accuracy and mean cross-entropy of model over dataset."""
     model.to(device).eval()
@@ -271,6 +278,24 @@ def make_summary(
         "source": source,
         "model": model.config.to_dict(),
         "train": asdict(cfg),
+    }
+
+
+def stage_summary(
+    cfg: TrainConfig, result: TrainResult, val: Evaluation, train_images: int
+) -> dict[str, Any]:
+    """One stage of a multi-stage recipe (the demos): what it trained on, how long, how well."""
+    return {
+        "val_accuracy": val.accuracy,
+        "val_images": val.images,
+        "train_images": train_images,
+        "steps": result.steps,
+        "images_seen": result.images_seen,
+        "seconds": round(result.seconds, 1),
+        "images_per_second": round(result.images_per_second, 1),
+        "final_train_loss": result.final_loss,
+        "evaluations": result.evaluations,
+        "config": asdict(cfg),
     }
 
 

@@ -2,18 +2,25 @@
 
     python -m model_export.demo --out checkpoints/demo        (make demo)
 
-1. draw shapes at the pre-training resolution and pre-train a small ViT from scratch (AdamW);
-2. fine-tune at 224 px (patch 16: 196 patches + [CLS] = 197 tokens) with a fresh zero-initialised
+Pre-training is a curriculum at low resolution, fine-tuning the paper's:
+1. geometry: a ViT from scratch at 64 px (4×4 patches) on classic light-on-dark shapes (AdamW);
+2. appearance: at 96 px (6×6, position embeddings interpolated) on free-appearance shapes, lighter,
+   darker or hue-only, with channel remaps and polarity flips on the fly (augment.recolour);
+3. fine-tune at 224 px (patch 16: 196 patches + [CLS] = 197 tokens) with a fresh zero-initialised
    head and bicubically interpolated position embeddings (SGD + momentum, cosine, clip at 1);
-3. score top-1 on a freshly drawn test set with a seed neither stage saw;
-4. write the native checkpoint (labels = the six shape names, in head order) and summary.json.
+4. score top-1 on three freshly drawn test sets with seeds no stage saw: free appearance, the
+   classic light-on-dark distribution, and the hue-only slice (see shapes.py);
+5. write the native checkpoint (labels = the six shape names, in head order) and summary.json.
 
-Every stage goes through train.py's own functions, so the demo exercises the real trainer.
+Geometry comes first because a small ViT facing free polarity from the start stays at chance for
+tens of thousands of images; once it knows the outlines, appearance is learned quickly. Images are
+drawn once per stage and varied by cheap tensor augmentation. Every stage goes through train.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -26,7 +33,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from model_export.checkpoints import NATIVE_WEIGHTS, save_native
+from model_export.checkpoints import NATIVE_WEIGHTS, load_checkpoint, save_native
 from model_export.data import ImageDataset, ImageFolder, scan, split
 from model_export.model import ViT, count_parameters
 from model_export.shapes import CLASSES, generate
@@ -35,9 +42,36 @@ from model_export.train import (
     evaluate,
     prepare_for_finetune,
     scratch_model,
+    stage_summary,
     train,
     write_summary,
 )
+
+
+@dataclass(frozen=True)
+class Stage:
+    size: int  # training resolution; position embeddings are interpolated when it changes
+    appearance: str  # shapes.APPEARANCES
+    per_class: int  # images drawn per class (augmentation varies them further)
+    seed: int  # drawing seed: every stage and test set has its own, so all are disjoint
+    train: TrainConfig
+    fresh_head: bool = False  # the paper's fine-tuning start: a new zero-initialised head
+
+
+def _adamw(steps: int, recolour: float) -> TrainConfig:
+    """From scratch, Adam-family as in the paper's pre-training."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=64,
+        micro_batch=64,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_steps=100,
+        augment="dihedral",  # the shape classes do not change under flips or quarter turns
+        recolour=recolour,
+        eval_every=500,
+    )
 
 
 @dataclass(frozen=True)
@@ -48,84 +82,89 @@ class Recipe:
     heads: int = 4
     mlp_dim: int = 512  # 4·D, as in every paper preset
     patch_size: int = 16
-    pretrain_size: int = 112  # 7×7 patches: pre-training is cheap at low resolution (paper §3.2)
-    finetune_size: int = 224  # 14×14 patches + [CLS] = 197 tokens
-    pretrain_per_class: int = 4000
-    finetune_per_class: int = 1000
-    test_per_class: int = 200  # 1,200 test images
+    stages: tuple[Stage, ...] = field(
+        default_factory=lambda: (
+            Stage(64, "classic", 1500, seed=0, train=_adamw(1500, recolour=0.0)),
+            Stage(96, "free", 2500, seed=1, train=_adamw(1800, recolour=0.5)),
+            Stage(
+                224,
+                "free",
+                400,
+                seed=5,
+                fresh_head=True,
+                train=TrainConfig(
+                    steps=250,
+                    batch_size=64,
+                    micro_batch=64,
+                    optimizer="sgd",  # the paper's fine-tuning: SGD, momentum 0.9, no decay
+                    lr=0.01,
+                    warmup_steps=25,
+                    augment="dihedral",
+                    recolour=0.3,
+                    eval_every=125,
+                ),
+            ),
+        )
+    )
+    test_per_class: int = 200  # 1,200 test images per set
+    test_seeds: tuple[tuple[str, int], ...] = (("free", 3), ("classic", 2), ("hue", 4))
     val_fraction: float = 0.05
-    # Seeds of the three image sets: disjoint, so the test images are new to the model.
-    pretrain_seed: int = 0
-    finetune_seed: int = 1
-    test_seed: int = 2
-    pretrain: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            steps=3000,
-            batch_size=64,
-            micro_batch=64,
-            optimizer="adamw",  # from scratch, Adam-family as in the paper's pre-training
-            lr=1e-3,
-            weight_decay=0.05,
-            warmup_steps=100,
-            augment="dihedral",  # the shape classes do not change under flips or quarter turns
-            eval_every=500,
-        )
-    )
-    finetune: TrainConfig = field(
-        default_factory=lambda: TrainConfig(
-            steps=300,
-            batch_size=64,
-            micro_batch=64,
-            optimizer="sgd",  # the paper's fine-tuning: SGD, momentum 0.9, no weight decay
-            lr=0.01,
-            warmup_steps=30,
-            augment="dihedral",
-            eval_every=100,
-        )
-    )
 
 
 def run(recipe: Recipe, out: Path, work: Path, workers: int = 0) -> dict[str, Any]:
-    """Both stages and the test; writes out/ and returns the summary written there."""
+    """Every stage and the tests; writes out/ and returns the summary written there."""
     started = time.perf_counter()
-    model, pretrain_summary = pretrain(recipe, work / "pretrain", workers)
-    finetune_summary = finetune(model, recipe, work / "finetune", workers)
-    test = _draw(work / "test", recipe.test_per_class, recipe.test_seed, recipe.finetune_size)
-    scores = evaluate(model, ImageDataset(test.samples, model.config), 64, workers)
+    model: ViT | None = None
+    stages = []
+    for k, stage in enumerate(recipe.stages):
+        model = _prepare(model, recipe, stage)
+        images = _draw(work / f"stage{k + 1}", stage.per_class, stage.seed, stage.size, stage)
+        cfg = replace(stage.train, workers=workers)
+        stages.append({"stage": asdict(stage), **_train_stage(model, images, cfg, recipe)})
+    assert model is not None, "a recipe has at least one stage"
     save_native(model, out)
     summary = {
-        "test_accuracy": scores.accuracy,
-        "test_images": scores.images,
-        "test_per_class": scores.per_class,
-        "test_seed": recipe.test_seed,
+        "tests": test(model, recipe, work, workers),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "parameters": count_parameters(model),
         "checkpoint_bytes": (out / NATIVE_WEIGHTS).stat().st_size,
         "command": shlex.join(["python", "-m", "model_export.demo", *sys.argv[1:]]),
-        "pretrain": pretrain_summary,
-        "finetune": finetune_summary,
-        "recipe": asdict(recipe),
+        "stages": stages,
         "model": model.config.to_dict(),
     }
     write_summary(out, summary)
     return summary
 
 
-def pretrain(recipe: Recipe, work: Path, workers: int) -> tuple[ViT, dict[str, Any]]:
-    """Stage 1: a randomly initialised ViT trained at the low resolution."""
-    images = _draw(work, recipe.pretrain_per_class, recipe.pretrain_seed, recipe.pretrain_size)
-    dims = dict(dim=recipe.dim, depth=recipe.depth, heads=recipe.heads, mlp_dim=recipe.mlp_dim)
-    size = dict(image_size=recipe.pretrain_size, patch_size=recipe.patch_size)
-    model = scratch_model("vit-ti16", CLASSES, recipe.pretrain.seed, **dims, **size)
-    model = prepare_for_finetune(model, CLASSES)  # a zero head, as the paper's code starts too
-    return model, _train_stage(model, images, replace(recipe.pretrain, workers=workers), recipe)
+def test(model: ViT, recipe: Recipe, work: Path, workers: int = 0) -> dict[str, Any]:
+    """Top-1 on each freshly drawn test set, per class too."""
+    results = {}
+    for appearance, seed in recipe.test_seeds:
+        folder = work / f"test-{appearance}"
+        images = _draw(folder, recipe.test_per_class, seed, model.config.image_size, appearance)
+        scores = evaluate(model, ImageDataset(images.samples, model.config), 64, workers)
+        results[appearance] = {
+            "accuracy": scores.accuracy,
+            "images": scores.images,
+            "per_class": scores.per_class,
+            "seed": seed,
+        }
+        tqdm.write(f"test {appearance}: top-1 {scores.accuracy:.4f}", file=sys.stderr)
+    return results
 
 
-def finetune(model: ViT, recipe: Recipe, work: Path, workers: int) -> dict[str, Any]:
-    """Stage 2: a fresh zero head, position embeddings 7×7 → 14×14 once, then train at 224 px."""
-    prepare_for_finetune(model, CLASSES, image_size=recipe.finetune_size)
-    images = _draw(work, recipe.finetune_per_class, recipe.finetune_seed, recipe.finetune_size)
-    return _train_stage(model, images, replace(recipe.finetune, workers=workers), recipe)
+def _prepare(model: ViT | None, recipe: Recipe, stage: Stage) -> ViT:
+    """A scratch model for the first stage; later ones resize the grid (and maybe the head)."""
+    if model is None:
+        dims = dict(dim=recipe.dim, depth=recipe.depth, heads=recipe.heads, mlp_dim=recipe.mlp_dim)
+        size = dict(image_size=stage.size, patch_size=recipe.patch_size)
+        model = scratch_model("vit-ti16", CLASSES, stage.train.seed, **dims, **size)
+        return prepare_for_finetune(model, CLASSES)  # a zero head, as the paper's code starts too
+    if stage.fresh_head:
+        return prepare_for_finetune(model, CLASSES, image_size=stage.size)
+    if stage.size != model.config.image_size:
+        model.resize_grid(stage.size)  # (1, 1+g², D) → (1, 1+g'², D), the head kept
+    return model
 
 
 def _train_stage(
@@ -137,24 +176,14 @@ def _train_stage(
     result = train(model, train_set, cfg, val_set)
     scores = evaluate(model, val_set, cfg.micro_batch, cfg.workers)
     tqdm.write(f"{model.config.image_size} px: val accuracy {scores.accuracy:.4f}")
-    return {
-        "val_accuracy": scores.accuracy,
-        "val_images": scores.images,
-        "train_images": len(train_samples),
-        "steps": result.steps,
-        "images_seen": result.images_seen,
-        "seconds": round(result.seconds, 1),
-        "images_per_second": round(result.images_per_second, 1),
-        "final_train_loss": result.final_loss,
-        "evaluations": result.evaluations,
-        "config": asdict(cfg),
-    }
+    return stage_summary(cfg, result, scores, len(train_samples))
 
 
-def _draw(folder: Path, per_class: int, seed: int, size: int) -> ImageFolder:
+def _draw(folder: Path, per_class: int, seed: int, size: int, stage: Stage | str) -> ImageFolder:
     """Draw one image set into folder and index it in head order (CLASSES, not sorted names)."""
+    appearance = stage if isinstance(stage, str) else stage.appearance
     with tqdm(total=per_class * len(CLASSES), desc=f"draw {folder.name}", unit="img") as bar:
-        generate(folder, per_class, seed, size, progress=bar.update)
+        generate(folder, per_class, seed, size, progress=bar.update, appearance=appearance)
     return scan(folder, classes=CLASSES)
 
 
@@ -163,10 +192,17 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m model_export.demo", description="Train the shapes demo ViT from nothing."
     )
     p.add_argument("--out", type=Path, default=Path("checkpoints/demo"))
+    p.add_argument(
+        "--evaluate",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="train nothing: score this checkpoint on the three test sets and print the scores",
+    )
     p.add_argument("--work", type=Path, help="keep the drawn images here (new or empty folder)")
-    p.add_argument("--pretrain-steps", type=int, help="override the recipe (short trial runs)")
-    p.add_argument("--finetune-steps", type=int, help="override the recipe (short trial runs)")
-    p.add_argument("--workers", type=int, default=1, help="image-decoding processes")
+    p.add_argument("--steps", type=int, nargs="+", help="steps per stage (short trial runs)")
+    p.add_argument("--per-class", type=int, nargs="+", help="images per class, per stage (trials)")
+    p.add_argument("--test-per-class", type=int, help="test images per class and set (trials)")
+    p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
     p.add_argument(
         "--threads",
         type=int,
@@ -176,15 +212,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
         p.error(f"--work {args.work} is not empty; give a new or empty folder")
     recipe = Recipe()
-    if args.pretrain_steps:
-        recipe = replace(recipe, pretrain=replace(recipe.pretrain, steps=args.pretrain_steps))
-    if args.finetune_steps:
-        recipe = replace(recipe, finetune=replace(recipe.finetune, steps=args.finetune_steps))
+    stages = list(recipe.stages)
+    for option, values in (("--steps", args.steps), ("--per-class", args.per_class)):
+        if values is not None and (len(values) != len(stages) or min(values) < 1):
+            p.error(f"{option} takes {len(stages)} positive numbers, one per stage")
+    for k, n in enumerate(args.steps or ()):
+        stages[k] = replace(stages[k], train=replace(stages[k].train, steps=n))
+    for k, n in enumerate(args.per_class or ()):
+        stages[k] = replace(stages[k], per_class=n)
+    recipe = replace(recipe, stages=tuple(stages))
+    if args.test_per_class:
+        recipe = replace(recipe, test_per_class=args.test_per_class)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     with tempfile.TemporaryDirectory(prefix="vit-demo-") as scratch:
-        summary = run(recipe, args.out, args.work or Path(scratch), args.workers)
+        work = args.work or Path(scratch)
+        if args.evaluate:
+            scores = test(load_checkpoint(args.evaluate).model, recipe, work, args.workers)
+            print(json.dumps(scores, indent=2))
+            return
+        summary = run(recipe, args.out, work, args.workers)
+    scores = ", ".join(f"{k} {t['accuracy']:.4f}" for k, t in summary["tests"].items())
     print(
-        f"test top-1 {summary['test_accuracy']:.4f} on {summary['test_images']} new images; "
+        f"test top-1: {scores} ({recipe.test_per_class * len(CLASSES)} new images each); "
         f"{summary['parameters']:,} parameters, {summary['checkpoint_bytes'] / 1e6:.1f} MB, "
         f"{summary['wall_seconds']:.0f} s; checkpoint in {args.out}"
     )

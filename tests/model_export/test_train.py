@@ -199,6 +199,10 @@ def test_warmup_then_cosine_to_zero() -> None:
 def test_train_config_refuses_inconsistent_batches() -> None:
     with pytest.raises(TrainError, match="batch size 10 is not a multiple of micro-batch 4"):
         TrainConfig(batch_size=10, micro_batch=4)
+    with pytest.raises(TrainError, match="shift cannot be negative"):
+        TrainConfig(shift=-1)
+    with pytest.raises(TrainError, match="recolour must be in"):
+        TrainConfig(recolour=1.5)
 
 
 def test_same_seed_same_weights(shapes_dir: Path) -> None:
@@ -305,22 +309,27 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
 
 
 def test_demo_recipe_runs_end_to_end_in_miniature(tmp_path: Path) -> None:
-    """The demo's two stages and its test, through train.py, on a toy-sized recipe."""
+    """The demo's three stages and its three test sets, through train.py, on a toy-sized recipe."""
     tiny = TrainConfig(steps=2, batch_size=4, micro_batch=4, warmup_steps=1, augment="dihedral")
+    adamw = replace(tiny, optimizer="adamw", lr=1e-3)
     recipe = demo.Recipe(
-        dim=32, depth=1, heads=2, mlp_dim=64, pretrain_size=32, finetune_size=64,
-        pretrain_per_class=4, finetune_per_class=4, test_per_class=2, val_fraction=0.25,
-        pretrain=replace(tiny, optimizer="adamw", lr=1e-3), finetune=tiny,
+        dim=32, depth=1, heads=2, mlp_dim=64, test_per_class=2, val_fraction=0.25,
+        stages=(
+            demo.Stage(32, "classic", 4, seed=0, train=adamw),
+            demo.Stage(48, "free", 4, seed=1, train=replace(adamw, recolour=0.5)),
+            demo.Stage(64, "free", 4, seed=5, train=replace(tiny, recolour=0.5), fresh_head=True),
+        ),
     )  # fmt: skip
     summary = demo.run(recipe, tmp_path / "out", tmp_path / "work")
     model = load_native(tmp_path / "out")
     assert model.config.labels == CLASSES and model.config.image_size == 64
-    assert model.pos_embed.shape == (1, 1 + 4 * 4, 32)  # 2×2 grid resized to 4×4 at fine-tuning
+    assert model.pos_embed.shape == (1, 1 + 4 * 4, 32)  # 2×2 → 3×3 → 4×4 grid
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))  # tuples come back as lists
-    assert summary["test_images"] == 12 and summary["test_seed"] == 2
-    assert summary["pretrain"]["config"]["optimizer"] == "adamw"
-    assert summary["finetune"]["config"]["optimizer"] == "sgd"
+    assert list(summary["tests"]) == ["free", "classic", "hue"]
+    assert all(t["images"] == 12 for t in summary["tests"].values())
+    assert [s["config"]["optimizer"] for s in summary["stages"]] == ["adamw", "adamw", "sgd"]
+    assert [s["stage"]["appearance"] for s in summary["stages"]] == ["classic", "free", "free"]
     assert summary["checkpoint_bytes"] == (tmp_path / "out" / "model.safetensors").stat().st_size
 
 

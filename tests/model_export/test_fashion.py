@@ -1,0 +1,80 @@
+"""Fashion-MNIST data: idx files read exactly, images seen as the service sees a grey PNG."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_export.data import DataError
+from model_export.fashion_data import (
+    CLASSES,
+    DEFAULT_ROOT,
+    PixelDataset,
+    Split,
+    holdout,
+    load,
+    png,
+    read_idx,
+)
+from model_export.model import ViTConfig
+from model_export.preprocessing import preprocessor
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def fake_split(n: int = 40, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    return Split(images, np.arange(n, dtype=np.int64) % 10)
+
+
+def test_idx_files_round_trip_and_others_are_refused(tmp_path: Path) -> None:
+    split = fake_split()
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", split.images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", split.labels)
+    loaded = load(tmp_path, "train")
+    assert np.array_equal(loaded.images, split.images)
+    assert np.array_equal(loaded.labels, split.labels) and loaded.labels.dtype == np.int64
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + bytes(8)))
+    with pytest.raises(DataError, match="not an unsigned-byte idx file"):
+        read_idx(tmp_path / "bad.gz")
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz is missing: install"):
+        load(tmp_path, "test")
+
+
+def test_pixels_are_the_services_pixels_for_the_grey_png() -> None:
+    split = fake_split(n=6)
+    config = ViTConfig(image_size=40, patch_size=4, dim=16, depth=1, heads=2, mlp_dim=32)
+    dataset = PixelDataset(split, config)
+    prepare = preprocessor(config)
+    for i in range(len(split.labels)):
+        x, label = dataset[i]
+        assert x.shape == (3, 40, 40) and label == split.labels[i]
+        assert np.array_equal(x.numpy(), prepare(png(split.images[i])).pixels)
+
+
+def test_holdout_is_per_class_disjoint_and_seeded() -> None:
+    split = fake_split(n=200)
+    train, val = holdout(split, 0.1, seed=3)
+    assert len(train.labels) == 180 and np.bincount(val.labels).tolist() == [2] * 10
+    rows = {im.tobytes() for im in train.images}
+    assert not rows & {im.tobytes() for im in val.images}
+    again = holdout(split, 0.1, seed=3)[1]
+    assert np.array_equal(again.images, val.images)
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_ROOT / "t10k-labels-idx1-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed (make demo-fashion installs it)",
+)
+def test_the_installed_dataset_is_the_published_one() -> None:
+    train, test = load(DEFAULT_ROOT, "train"), load(DEFAULT_ROOT, "test")
+    assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
+    assert np.bincount(train.labels).tolist() == [6000] * len(CLASSES)
+    assert np.bincount(test.labels).tolist() == [1000] * len(CLASSES)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test browser lint bench demo bundle inspect demo-fashion fashion-accuracy clean
+.PHONY: run test browser lint bench demo bundle inspect demo-fashion fashion-accuracy inspect-fashion clean
 
 # Serving needs no torch: a quick install of the service and the CPU ONNX Runtime.
 $(VENV)/.serve: pyproject.toml
@@ -53,7 +53,7 @@ demo: $(VENV)/.dev
 
 # The default bundle, from the committed demo checkpoint.
 bundle: $(VENV)/.dev
-	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 1 --force
+	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 2 --force
 
 # The README's figures of the demo model (docs/inspect/): vit-inspect over 120 fresh shapes.
 inspect: $(VENV)/.dev
@@ -79,6 +79,13 @@ demo-fashion: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
 # The Fashion-MNIST test set through a real vit-serve, against the checkpoint in PyTorch.
 fashion-accuracy: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
 	$(BIN)/python bench/fashion_accuracy.py --data $(FASHION_DATA)
+
+# The README's figures of the Fashion-MNIST model (docs/inspect-fashion/): 120 test images.
+inspect-fashion: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
+	images=$$(mktemp -d) \
+	  && $(BIN)/python -m model_export.fashion_data --out $$images --per-class 12 --data $(FASHION_DATA) \
+	  && $(BIN)/vit-inspect models/fashion --images $$images --out docs/inspect-fashion; \
+	  status=$$?; rm -rf $$images; exit $$status
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py

@@ -1,5 +1,7 @@
 """Fashion-MNIST (Xiao et al. 2017) as tensors, through the service's own image transform.
 
+    python -m model_export.fashion_data --out pictures/ --per-class 5   # test images as PNGs
+
 The data are the original idx files (Debian's dataset-fashion-mnist package installs them):
 60,000 training and 10,000 test images, 28×28 greyscale, ten classes. Every image is written as
 the greyscale PNG a user would upload and prepared by the service's Preprocessor (decode, grey →
@@ -8,8 +10,10 @@ RGB, resize, normalise), once per resolution; training then reads the tensors, n
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +121,40 @@ def holdout(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
         Split(split.images[keep], split.labels[keep]),
         Split(split.images[np.sort(val)], split.labels[np.sort(val)]),
     )
+
+
+def write_pngs(split: Split, out: Path, per_class: int) -> list[Path]:
+    """The first per_class images of each class as out/<index>-<class>.png (a request's files)."""
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = sorted(
+        i for k in range(len(CLASSES)) for i in np.flatnonzero(split.labels == k)[:per_class]
+    )
+    paths = []
+    for i in chosen:
+        name = re.sub(r"[^A-Za-z]+", "-", CLASSES[split.labels[i]]).strip("-").lower()
+        path = out / f"{i:05d}-{name}.png"
+        path.write_bytes(png(split.images[i]))
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m model_export.fashion_data",
+        description="Write Fashion-MNIST test images as the 28×28 greyscale PNGs a user posts.",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--per-class", type=int, default=5)
+    p.add_argument("--data", type=Path, default=DEFAULT_ROOT, help="folder of the idx .gz files")
+    args = p.parse_args(argv)
+    if args.per_class < 1:
+        p.error("--per-class must be at least 1")
+    try:
+        paths = write_pngs(load(args.data, "test"), args.out, args.per_class)
+    except DataError as e:
+        p.exit(2, f"fashion_data: error: {e}\n")
+    print(f"wrote {len(paths)} test images under {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -78,3 +78,16 @@ def test_the_installed_dataset_is_the_published_one() -> None:
     assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
     assert np.bincount(train.labels).tolist() == [6000] * len(CLASSES)
     assert np.bincount(test.labels).tolist() == [1000] * len(CLASSES)
+
+
+def test_test_images_are_written_as_the_grey_pngs_a_user_posts(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from model_export.fashion_data import write_pngs
+
+    split = fake_split(n=40)
+    paths = write_pngs(split, tmp_path, per_class=2)
+    assert len(paths) == 20 and paths[0].name == "00000-t-shirt-top.png"
+    with Image.open(paths[0]) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "L", (28, 28))
+        assert np.array_equal(np.asarray(im), split.images[0])

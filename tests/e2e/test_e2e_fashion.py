@@ -39,5 +39,5 @@ def test_the_fashion_model_names_test_garments(serve: Callable[..., Server]) -> 
     truth = [CLASSES[test.labels[i]] for i in chosen]
     pairs = list(zip(truth, named, strict=True))
     right = sum(t == n for t, n in pairs)
-    # ~90% on the whole test set; shirts and pullovers are the classes it confuses.
-    assert right >= 0.8 * len(chosen), f"{right}/{len(chosen)} (truth, answer): {pairs}"
+    # 80.6% on the whole test set (checkpoints/fashion/summary.json); shirts are its weak class.
+    assert right >= 0.7 * len(chosen), f"{right}/{len(chosen)} (truth, answer): {pairs}"

@@ -118,7 +118,8 @@ def run(recipe: Recipe, out: Path, work: Path, workers: int = 0) -> dict[str, An
     stages = []
     for k, stage in enumerate(recipe.stages):
         model = _prepare(model, recipe, stage)
-        images = _draw(work / f"stage{k + 1}", stage.per_class, stage.seed, stage.size, stage)
+        folder = work / f"stage{k + 1}"
+        images = _draw(folder, stage.per_class, stage.seed, stage.size, stage.appearance)
         cfg = replace(stage.train, workers=workers)
         stages.append({"stage": asdict(stage), **_train_stage(model, images, cfg, recipe)})
     assert model is not None, "a recipe has at least one stage"

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (KServe v2): its JSON shapes, a request body turned into what the
 pipeline runs, and the rows that come back turned into the protocol's answer.
 
+The wire shapes (JSON models, tensor names, metadata) are in protocol_schemas.py.
 A request carries one input tensor:
     image    BYTES [B] or [B, 1]    one encoded image per element (JPEG, PNG, …), decoded and
                                     preprocessed as every upload is (JSON data: base64 strings)
@@ -17,13 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from service.bundle import EMBEDDING, INPUT, LOGITS, BundleManifest
+from service.bundle import EMBEDDING, LOGITS, BundleManifest
 from service.errors import (
     EmptyBody,
     InvalidParameter,
@@ -34,97 +35,20 @@ from service.errors import (
 from service.inputs import Limits, base64_image
 from service.outputs import softmax
 from service.pipeline import Inputs
+from service.protocol_schemas import (
+    IMAGE,
+    OUTPUT_NAMES,
+    PIXELS,
+    PROBABILITIES,
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
 from service.tensors import HEADER_LENGTH, decompress, pack_bytes, split_body, unpack_bytes
 
-IMAGE: Final = "image"
-PIXELS: Final = INPUT
-PROBABILITIES: Final = "probabilities"
-OUTPUT_NAMES: Final = (LOGITS, PROBABILITIES, EMBEDDING)
-PLATFORM = "onnxruntime_onnx"  # Triton's name for the backend that runs these graphs
-EXTENSIONS = ["binary_tensor_data", "classification"]
-
-Parameters = dict[str, str | int | float | bool]
 T = TypeVar("T", int, bool)
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RequestInput(_Wire):
-    name: str
-    shape: list[Annotated[int, Field(ge=0)]] = Field(description="the first axis is the batch")
-    datatype: str
-    parameters: Parameters = Field(default_factory=dict)
-    data: list[Any] | None = Field(
-        default=None, description="flat or nested; absent with binary_data_size"
-    )
-
-
-class RequestOutput(_Wire):
-    name: str
-    parameters: Parameters = Field(
-        default_factory=dict, description="binary_data: bool, classification: top-k as BYTES"
-    )
-
-
-class InferenceRequest(_Wire):
-    id: str | None = None
-    parameters: Parameters = Field(default_factory=dict, description="binary_data_output: bool")
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int] = Field(description="-1: any size")
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata] = Field(description="send one of these")
-    outputs: list[TensorMetadata]
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class ResponseOutput(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-    parameters: Parameters | None = Field(default=None, description="binary_data_size, if binary")
-    data: list[Any] | None = Field(
-        default=None, description="row-major, flattened; absent if binary"
-    )
-
-
-class InferenceResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[ResponseOutput]
-
-
-def model_metadata(m: BundleManifest) -> ModelMetadata:
-    (h, w), tensor = m.image_hw, TensorMetadata
-    return ModelMetadata(
-        name=m.name,
-        versions=[m.version],
-        platform=PLATFORM,
-        inputs=[tensor(name=IMAGE, datatype="BYTES", shape=[-1]),
-                tensor(name=PIXELS, datatype="FP32", shape=[-1, 3, h, w])],
-        outputs=[tensor(name=LOGITS, datatype="FP32", shape=[-1, len(m.labels)]),
-                 tensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(m.labels)]),
-                 tensor(name=EMBEDDING, datatype="FP32", shape=[-1, m.dim])],
-    )  # fmt: skip
-
 
 # -- requests ---------------------------------------------------------------------------------
 

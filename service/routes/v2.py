@@ -23,13 +23,13 @@ from fastapi.types import DecoratedCallable
 from service.bundle import FAST, BundleManifest
 from service.deps import InferJob, InferJobDep, RuntimeDep
 from service.errors import NotFound, NotReady, error_response
-from service.protocol import (
+from service.protocol import encode_response
+from service.protocol_schemas import (
     EXTENSIONS,
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
     ServerMetadata,
-    encode_response,
     model_metadata,
 )
 from service.runtime import Runtime

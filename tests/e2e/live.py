@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -29,6 +30,14 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def post_images(self, path: str, images: list[bytes], kind: str = "image/png") -> Any:
+        """The images as multipart file parts; the JSON answer, which must be a 200."""
+        suffix = kind.removeprefix("image/")
+        files = [("file", (f"{i}.{suffix}", b, kind)) for i, b in enumerate(images)]
+        answer = httpx.post(f"{self.url}{path}", files=files, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
 
 def ready(url: str) -> bool:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from live import Server
@@ -48,13 +47,6 @@ def shapes() -> list[Drawn]:
     return drawn
 
 
-def post(server: Server, path: str, images: list[bytes]) -> dict:
-    files = [("file", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(images)]
-    answer = httpx.post(f"{server.url}{path}", files=files, timeout=120)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
 def test_the_demo_names_fresh_shapes_in_any_colours_and_looks_at_them(
     serve: Callable[..., Server],
 ) -> None:
@@ -62,7 +54,7 @@ def test_the_demo_names_fresh_shapes_in_any_colours_and_looks_at_them(
     drawn = shapes()
     images = [d.data for d in drawn]
 
-    classified = post(server, "/classify?top_k=1", images)["results"]
+    classified = server.post_images("/classify?top_k=1", images, "image/jpeg")["results"]
     named = [r["predictions"][0]["label"] for r in classified]
     wrong = [(d.kind, d.appearance, n) for n, d in zip(named, drawn, strict=True) if n != d.kind]
     # The bundled model scores 77.7% on free-appearance shapes (checkpoints/demo/summary.json),
@@ -72,7 +64,7 @@ def test_the_demo_names_fresh_shapes_in_any_colours_and_looks_at_them(
         missed = [w for w in wrong if w[1] == polarity]
         assert len(missed) <= 3, f"{polarity} shapes missed: {missed}"
 
-    attention = post(server, "/attention", images)
+    attention = server.post_images("/attention", images, "image/jpeg")
     g = attention["grid"][0]
     on_shape = 0
     for result, d in zip(attention["results"], drawn, strict=True):

@@ -32,10 +32,8 @@ def test_the_fashion_model_names_test_garments(serve: Callable[..., Server]) -> 
     model = httpx.get(f"{server.url}/model", timeout=10).json()
     assert model["labels"] == list(CLASSES)
 
-    files = [("file", (f"{i}.png", png(test.images[i]), "image/png")) for i in chosen]
-    answer = httpx.post(f"{server.url}/classify?top_k=1", files=files, timeout=120)
-    assert answer.status_code == 200, answer.text
-    named = [r["predictions"][0]["label"] for r in answer.json()["results"]]
+    answer = server.post_images("/classify?top_k=1", [png(test.images[i]) for i in chosen])
+    named = [r["predictions"][0]["label"] for r in answer["results"]]
     truth = [CLASSES[test.labels[i]] for i in chosen]
     pairs = list(zip(truth, named, strict=True))
     right = sum(t == n for t, n in pairs)

@@ -48,13 +48,6 @@ def pictures() -> list[bytes]:
     return images
 
 
-def post(server: Server, path: str, images: list[bytes]) -> dict:
-    files = [("file", (f"{i}.png", b, "image/png")) for i, b in enumerate(images)]
-    answer = httpx.post(f"{server.url}{path}", files=files, timeout=60)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
 def test_a_hybrid_bundle_serves_what_torch_computes(
     serve: Callable[..., Server], hybrid: tuple[Any, Path]
 ) -> None:
@@ -77,14 +70,14 @@ def test_a_hybrid_bundle_serves_what_torch_computes(
     assert want.attentions is not None
     rollout = attention_rollout(want.attentions)[:, 0, 1:].reshape(-1, 8, 12).numpy()
 
-    classified = post(server, "/classify?top_k=3", images)["results"]
+    classified = server.post_images("/classify?top_k=3", images)["results"]
     for result, logits in zip(classified, want.logits, strict=True):
         assert result["predictions"][0]["index"] == int(logits.argmax())
-    embedded = post(server, "/embed", images)
+    embedded = server.post_images("/embed", images)
     got = np.array([r["embedding"] for r in embedded["results"]])  # (3, D)
     ref = want.embedding.numpy()
     assert embedded["dim"] == 32 and np.abs(got - ref).max() / np.abs(ref).max() <= 1e-4
-    attention = post(server, "/attention", images)
+    attention = server.post_images("/attention", images)
     assert attention["grid"] == [8, 12]
     for result, r in zip(attention["results"], rollout, strict=True):
         grid = np.array(result["attention"])  # (8, 12), scaled to [0, 1]

@@ -22,7 +22,7 @@ from torch import nn
 
 from model_export import checkpoints
 from model_export.checkpoints import CheckpointError
-from model_export.export_check import check_pixels, validate
+from model_export.export_check import check_pixels, reference_input, validate
 from model_export.export_graphs import (
     ExplainGraph,
     ExportError,
@@ -32,6 +32,7 @@ from model_export.export_graphs import (
     to_fp16,
 )
 from model_export.export_manifest import backbone_spec, graph_spec, source_sha256, tool_versions
+from model_export.export_pixels import with_pixel_input
 from model_export.model import ViT
 from model_export.preprocessing import bundle_preprocess
 from model_export.resnet import fold_weight_standardisation
@@ -42,6 +43,7 @@ from service.bundle import (
     BundleManifest,
     GraphSpec,
     GraphValidation,
+    PixelFormat,
     Precision,
     Role,
     Source,
@@ -50,6 +52,10 @@ from service.bundle import (
 
 GRAPH_FILES = {FAST: "model.onnx", EXPLAIN: "explain.onnx"}
 PROTOBUF_LIMIT = 2**31  # one .onnx file holds at most 2 GB; bundles keep weights inside the graph
+# uint8 pixels, normalised in the graph. NHWC because PIL decodes to (H, W, 3): the host copies
+# each image into its batch row as it is, and the graph's transpose costs less than the host's
+# (docs/benchmarks.md, "Graph input layout").
+PIXELS = PixelFormat(dtype="uint8", layout="NHWC")
 
 
 def export_bundle(
@@ -64,10 +70,12 @@ def export_bundle(
     allow_untrained_head: bool = False,
     force: bool = False,
     check_images: list[np.ndarray] | None = None,
+    pixels: PixelFormat = PIXELS,
 ) -> BundleManifest:
     """Write a checked bundle for model to out; raise ExportError (nothing written) otherwise.
 
     check_images: (H, W, 3) uint8 RGB pictures of any size for the parity check; None draws some.
+    pixels: what the graphs take; float32 makes the graphs of schema 1, normalised by the host.
     """
     out = Path(out)
     model = model.eval()
@@ -79,7 +87,7 @@ def export_bundle(
     staging.mkdir()  # not mkdtemp: its 0700 mode would travel with the bundle
     try:
         source = Source(format=source_format, sha256=source_sha256)
-        manifest = _build(model, staging, name, version, precision, source, check_images)
+        manifest = _build(model, staging, name, version, precision, source, check_images, pixels)
         manifest.write(staging)
         load_bundle(staging)  # the service's own reader must accept what we wrote
         _check_destination(out, force)
@@ -100,10 +108,13 @@ def _build(
     precision: Precision,
     source: Source,
     check_images: list[np.ndarray] | None,
+    pixel_format: PixelFormat,
 ) -> BundleManifest:
     config = model.config
     model = fold_weight_standardisation(copy.deepcopy(model))  # a hybrid's kernels, as constants
-    pixels = check_pixels(config, check_images)  # (64, 3, H, W) float32
+    preprocess = bundle_preprocess(config)
+    pixels = check_pixels(config, check_images, pixel_format)  # (64, H, W, 3) uint8
+    reference = reference_input(pixels, pixel_format, preprocess)  # (64, 3, H, W) normalised
     graphs: dict[Role, GraphSpec] = {}
     validation: dict[Role, GraphValidation] = {}
     modules: dict[Role, FastGraph | ExplainGraph] = {
@@ -120,10 +131,11 @@ def _build(
             )
         if precision == "fp16":
             graph = to_fp16(graph)
+        graph = with_pixel_input(graph, pixel_format, preprocess)
         path = folder / GRAPH_FILES[role]
         onnx.save_model(graph.proto, path)
         _run_checker(path)
-        validation[role] = validate(graph.proto, module, pixels, outputs, precision)
+        validation[role] = validate(graph.proto, module, pixels, outputs, precision, reference)
         graphs[role] = graph_spec(graph, path)
     labels = list(config.labels) or [f"class_{i}" for i in range(config.num_classes)]
     return BundleManifest(
@@ -136,7 +148,8 @@ def _build(
         dim=config.dim,
         depth=config.depth,
         heads=config.heads,
-        preprocess=bundle_preprocess(config),
+        preprocess=preprocess,
+        pixels=pixel_format,
         precision=precision,
         graphs=graphs,
         source=source,

@@ -2,7 +2,9 @@
 
 Images are both random noise and pictures (model_export.shapes), because noise alone keeps every
 activation in a narrow band that real inputs leave; both go through the service's transform with the
-bundle's own preprocessing (crop or squash), so the check sees the pixels requests will. Every image
+bundle's own preprocessing (crop or squash), so the check sees the pixels requests will. ONNX
+Runtime gets them as the graph takes them (uint8, normalised in-graph); PyTorch gets the same
+pixels normalised in torch by the textbook formula, so the graph's front is checked too. Every image
 runs through ORT at batch 32; a prefix also at batches 3 and 1, which exercises the dynamic batch
 axis.
 """
@@ -21,7 +23,16 @@ from model_export.export_graphs import ExportError
 from model_export.model import ViTConfig
 from model_export.preprocessing import array_pixels
 from model_export.shapes import CLASSES, draw_shape
-from service.bundle import EMBEDDING, INPUT, LOGITS, GraphValidation, OutputError, Precision
+from service.bundle import (
+    EMBEDDING,
+    INPUT,
+    LOGITS,
+    GraphValidation,
+    OutputError,
+    PixelFormat,
+    Precision,
+    Preprocess,
+)
 
 BATCH_SIZES = (1, 3, 32)
 SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
@@ -47,13 +58,27 @@ def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
     return list(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
 
 
-def check_pixels(config: ViTConfig, images: Sequence[np.ndarray] | None) -> np.ndarray:
-    """Interleaved noise and pictures, 64 in all unless the caller brings its own pictures."""
+def check_pixels(
+    config: ViTConfig, images: Sequence[np.ndarray] | None, pixels: PixelFormat
+) -> np.ndarray:
+    """Interleaved noise and pictures, 64 in all unless the caller brings its own pictures, as
+    the graph takes them: (B, H, W, 3) uint8, or as `pixels` says."""
     side = max(config.image_hw)  # drawn square, then squashed to H×W like any input
     pictures = list(images) if images else draw_images(32, side)
     noise = noise_images(len(pictures), side)
     mixed = [im for pair in zip(noise, pictures, strict=True) for im in pair]
-    return array_pixels(mixed, config)  # (B, 3, H, W)
+    return array_pixels(mixed, config, pixels)
+
+
+def reference_input(pixels: np.ndarray, fmt: PixelFormat, p: Preprocess) -> torch.Tensor:
+    """The graph's input → (B, 3, H, W) float32 by (x / 255 - mean) / std, in torch."""
+    x = torch.from_numpy(pixels)
+    if fmt.dtype == "float32":
+        return x  # normalised by the host already
+    if fmt.layout == "NHWC":
+        x = x.permute(0, 3, 1, 2)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (p.mean, p.std))
+    return (x.float() / 255 - mean) / std
 
 
 Outputs = dict[str, np.ndarray]  # output name → (B, ...)
@@ -61,10 +86,11 @@ Outputs = dict[str, np.ndarray]  # output name → (B, ...)
 
 @torch.no_grad()
 def torch_outputs(
-    module: nn.Module, pixels: np.ndarray, names: Sequence[str], batch: int = 32
+    module: nn.Module, x: torch.Tensor, names: Sequence[str], batch: int = 32
 ) -> Outputs:
-    """The module returns its outputs in the order `names` lists them (the graph's order)."""
-    chunks = [module(torch.from_numpy(pixels[i : i + batch])) for i in range(0, len(pixels), batch)]
+    """The module on normalised x; it returns its outputs in the order `names` lists them (the
+    graph's order)."""
+    chunks = [module(x[i : i + batch]) for i in range(0, len(x), batch)]
     return {n: torch.cat([c[j] for c in chunks]).numpy() for j, n in enumerate(names)}
 
 
@@ -82,10 +108,12 @@ def validate(
     pixels: np.ndarray,
     output_names: Sequence[str],
     precision: Precision,
+    reference: torch.Tensor,
 ) -> GraphValidation:
-    """Run the graph on ORT's CPU provider at every batch size; raise CheckFailed on drift."""
+    """Run the graph on ORT's CPU provider at every batch size on `pixels`, and the module on
+    `reference` (the same pixels, normalised); raise CheckFailed on drift."""
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = torch_outputs(module, pixels, output_names)
+    expected = torch_outputs(module, reference, output_names)
     errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
     top1, cosine = 1.0, 1.0
     for batch in BATCH_SIZES:

@@ -12,7 +12,11 @@ from model_export.export_graphs import Graph
 from model_export.model import ViTConfig
 from service.bundle import Backbone, DType, GraphSpec, TensorSpec, sha256_file
 
-_DTYPES: dict[int, DType] = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+_DTYPES: dict[int, DType] = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.UINT8: "uint8",
+}
 
 
 def graph_spec(graph: Graph, path: Path) -> GraphSpec:

@@ -133,7 +133,7 @@ def _read(path: Path) -> bytes:
 
 
 def _explain_batch(model: Inspectable, batch: list[tuple[str, Prepared]], m: Measured) -> None:
-    pixels = np.stack([p.pixels for _, p in batch])  # (B, 3, S, S)
+    pixels = np.stack([p.pixels for _, p in batch])  # (B, ...) as the explain graph takes them
     distance, rollout = model.explain(pixels)  # (B, L, H), (B, N)
     m.distance_sum += distance.astype(np.float64).sum(axis=0)
     m.used += len(batch)

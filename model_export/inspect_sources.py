@@ -44,7 +44,7 @@ _NO_BUNDLE_FILTERS = (
 )
 
 
-# pixels (B, 3, S, S) float32 → attention distance (B, L, H) in pixels, rollout (B, N)
+# pixels (B, ...) as the graph takes them → attention distance (B, L, H) in pixels, rollout (B, N)
 Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from model_export.model import ViTConfig
-from service.bundle import Preprocess
+from service.bundle import LEGACY_PIXELS, PixelFormat, Preprocess
 from service.images import Preprocessor, transform
 
 # Training reads local files the user chose, not requests from strangers, so the limit is PIL's own
@@ -36,9 +36,12 @@ def preprocessor(config: ViTConfig, max_pixels: int = TRAINING_MAX_PIXELS) -> Pr
     return Preprocessor(bundle_preprocess(config), config.image_size, max_pixels)
 
 
-def array_pixels(images: Sequence[np.ndarray], config: ViTConfig) -> np.ndarray:
-    """(h, w, 3) uint8 RGB arrays of any size → (B, 3, H, W) float32, through the same transform
-    a decoded request goes through (so crop-mode bundles are checked on cropped pixels)."""
+def array_pixels(
+    images: Sequence[np.ndarray], config: ViTConfig, pixels: PixelFormat = LEGACY_PIXELS
+) -> np.ndarray:
+    """(h, w, 3) uint8 RGB arrays of any size → a batch as `pixels` says (default (B, 3, H, W)
+    float32 normalised), through the same transform a decoded request goes through (so crop-mode
+    bundles are checked on cropped pixels)."""
     preprocess = bundle_preprocess(config)
     rgb = (Image.fromarray(im) for im in images)  # (H, W, 3) uint8 → mode RGB
-    return np.stack([transform(im, preprocess, config.image_size)[0] for im in rgb])
+    return np.stack([transform(im, preprocess, config.image_size, pixels)[0] for im in rgb])

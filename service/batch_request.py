@@ -60,7 +60,7 @@ class Request:
 class Entry:
     request: Request
     index: int  # position in its request
-    pixels: np.ndarray  # (3, S, S)
+    pixels: np.ndarray  # one row of the graph's input, e.g. (S, S, 3) uint8
 
 
 def unless_cancelled() -> contextlib.suppress:

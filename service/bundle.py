@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.errors import describe_validation
 
-SCHEMA_VERSION: Final = 1
+# 2: the graphs may take uint8 pixels and normalise them themselves ("pixels" below). A version 1
+# manifest has no such field and its graphs take float32 (B, 3, H, W) pixels already normalised.
+SCHEMA_VERSION: Final = 2
 MANIFEST = "model.json"
 # Graph roles: FAST answers logits + embedding; EXPLAIN the same plus the attention rollout.
 Role = Literal["fast", "explain"]
@@ -25,7 +27,7 @@ Precision = Literal["fp32", "fp16"]
 
 # The graphs' tensor names: the exporter writes them, the engine feeds and fetches them, the routes
 # read them. Declared here only.
-INPUT: Final = "pixels"  # (B, 3, H, W)
+INPUT: Final = "pixels"  # (B, H, W, 3) uint8, or as the manifest's "pixels" says
 LOGITS: Final = "logits"  # (B, K)
 EMBEDDING: Final = "embedding"  # (B, D): the final-LayerNorm [CLS] token the head reads
 ROLLOUT: Final = "rollout"  # (B, N): attention rollout, [CLS] row over the N = rows·cols patches
@@ -37,7 +39,8 @@ OUTPUTS: Final[dict[Role, tuple[str, ...]]] = {
     EXPLAIN: (LOGITS, EMBEDDING, ROLLOUT),
 }
 
-DType = Literal["float32", "float16"]
+DType = Literal["float32", "float16", "uint8"]
+Layout = Literal["NHWC", "NCHW"]
 
 
 class _Strict(BaseModel):
@@ -65,6 +68,24 @@ class Preprocess(_Strict):
     interpolation: Literal["bicubic", "bilinear", "nearest"]
     resize_mode: Literal["squash", "crop"]  # squash: straight to H×W; crop: shorter side + centre
     crop_pct: float = Field(gt=0, le=1)
+
+
+class PixelFormat(_Strict):
+    """What the graphs' INPUT takes. uint8: the decoded 0..255 RGB pixels, which the graph itself
+    normalises ((x / 255 - mean) / std, from "preprocess"); float32: pixels the host normalised.
+
+    The default is what every version 1 bundle takes, so an old model.json reads as it always did.
+    """
+
+    dtype: Literal["uint8", "float32"] = "float32"
+    layout: Layout = "NCHW"
+
+    def shape(self, hw: tuple[int, int]) -> list[int]:
+        """One image's shape, after the batch axis."""
+        return [*hw, 3] if self.layout == "NHWC" else [3, *hw]
+
+
+LEGACY_PIXELS: Final = PixelFormat()  # float32, NCHW, normalised by the host
 
 
 class Backbone(_Strict):
@@ -99,7 +120,7 @@ class GraphValidation(_Strict):
 
 
 class BundleManifest(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
     labels: list[str] = Field(min_length=1)  # K, in head order
@@ -110,6 +131,7 @@ class BundleManifest(_Strict):
     depth: int = Field(gt=0)
     heads: int = Field(gt=0)
     preprocess: Preprocess
+    pixels: PixelFormat = LEGACY_PIXELS  # absent (version 1): float32 NCHW, normalised
     precision: Precision
     graphs: dict[Role, GraphSpec]
     source: Source
@@ -152,7 +174,7 @@ class BundleManifest(_Strict):
         """The graph takes INPUT and answers every output its role needs, each shaped as the
         manifest's sizes and labels say (extra outputs are allowed and never fetched)."""
         expected = {  # after the batch axis
-            INPUT: [3, *self.image_hw],
+            INPUT: self.pixels.shape(self.image_hw),
             LOGITS: [len(self.labels)],
             EMBEDDING: [self.dim],
             ROLLOUT: [self.num_patches],
@@ -164,6 +186,11 @@ class BundleManifest(_Strict):
         missing = [n for n in OUTPUTS[role] if n not in {t.name for t in graph.outputs}]
         if missing:
             raise ValueError(f"{role} graph lacks the output(s) {', '.join(missing)}")
+        if graph.inputs[0].dtype != self.pixels.dtype:
+            raise ValueError(
+                f"{role} graph takes {graph.inputs[0].dtype} pixels, but the manifest's pixels "
+                f"say {self.pixels.dtype}"
+            )
         for tensor in graph.inputs + graph.outputs:
             want = expected.get(tensor.name)
             if want is not None and tensor.shape[1:] != want:

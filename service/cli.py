@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from service.app import create_app
 from service.bundle import BundleError, load_bundle
 from service.connections import connection_cap, guarded_h11, raise_fd_limit
-from service.engine import Engine, EngineError
+from service.engine import EngineError
 from service.memory import tune_allocator
 from service.metrics import Metrics
-from service.runtime import Runtime
+from service.runtime import Runtime, open_engine
 from service.settings import Settings, describe, unknown_variables
 
 log = logging.getLogger("service")
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Load here, not in the app's start-up, so that a bad bundle or provider is a message naming
     # the setting rather than a traceback from the server.
     try:
-        engine = Engine(settings.bundle, load_bundle(settings.bundle), settings.providers)
+        engine = open_engine(settings, load_bundle(settings.bundle))
     except BundleError as e:
         print(f"vit-serve: invalid setting bundle (--bundle / VIT_BUNDLE): {e}", file=sys.stderr)
         return 2

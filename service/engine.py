@@ -1,9 +1,12 @@
-"""ONNX Runtime sessions for a bundle's graphs: provider choice, IO binding, warm-up.
+"""ONNX Runtime sessions for a bundle's graphs: provider choice, the batch buffer, warm-up.
 
 Provider policy (VIT_PROVIDERS): "cpu" uses the CPU; "cuda" uses CUDA or refuses to start; "auto"
 uses CUDA when a session can actually be created on it and otherwise says so in one log line and
 runs on the CPU. ONNX Runtime itself falls back silently when the CUDA libraries are missing, so
 the check is on the providers the session reports, not on the ones asked for.
+
+The engine owns the batch buffer (engine_io.HostBuffer): the batcher writes each image's row into
+it and `run` binds its first B rows where they lie.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import onnxruntime as ort
 
 from service import gpu
 from service.bundle import INPUT, OUTPUTS, BundleError, BundleManifest, Role
+from service.engine_io import BoundRunner, CudaOptions, GraphReplayRunner, HostBuffer
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,11 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 _NP_DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
     "float16": np.dtype(np.float16),
+    "uint8": np.dtype(np.uint8),
 }
 
 Outputs = dict[str, np.ndarray]
+Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
 class EngineError(RuntimeError):
@@ -39,15 +45,26 @@ class EngineError(RuntimeError):
 class Engine:
     """One session per graph role ("fast", "explain"); `run` is called by one thread at a time."""
 
-    def __init__(self, folder: Path, manifest: BundleManifest, providers: str = "auto") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        manifest: BundleManifest,
+        providers: str = "auto",
+        *,
+        max_batch_size: int = 32,
+        cuda: CudaOptions | None = None,
+    ) -> None:
         self.manifest = manifest
+        cuda = cuda or CudaOptions()
         self.sessions: dict[str, ort.InferenceSession] = {}
         cuda_built = CUDA in ort.get_available_providers()  # the onnxruntime-gpu wheel
         if cuda_built and providers != "cpu" and hasattr(ort, "preload_dlls"):
             # The CUDA and cuDNN libraries of the gpu extra are pip wheels (nvidia-*): outside the
             # image nothing puts them on the loader's path, and ORT would fall back to the CPU.
             ort.preload_dlls()
-        requested = [CUDA, CPU] if cuda_built and providers != "cpu" else [CPU]
+        requested: list[Any] = [CPU]
+        if cuda_built and providers != "cpu":
+            requested = [(CUDA, cuda.provider_options()), CPU]
         if providers == "cuda" and not cuda_built:
             raise EngineError(
                 "VIT_PROVIDERS=cuda, but this onnxruntime has no CUDA provider "
@@ -67,28 +84,36 @@ class Engine:
             # With the GPU wheel CUDA was expected: say what stopped it (the driver, most often).
             why = f" ({gpu.why_no_cuda()})" if cuda_built else ""
             log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
-        self._input_dtype: dict[str, np.dtype[Any]] = {
-            role: _NP_DTYPES[graph.inputs[0].dtype] for role, graph in manifest.graphs.items()
-        }
+        on_cuda = self.provider == CUDA
+        self.input_dtype = _NP_DTYPES[manifest.pixels.dtype]  # every graph takes the same pixels
+        row = tuple(manifest.pixels.shape(manifest.image_hw))
+        self.buffer = HostBuffer(max_batch_size, row, self.input_dtype, on_cuda)
         # Only what the service reads is fetched: an output nobody serves is never copied out.
-        self._outputs: dict[str, list[str]] = {
-            role: list(OUTPUTS[role]) for role in manifest.graphs
-        }
+        self._runners: dict[str, Runner] = {}
+        for role in manifest.graphs:
+            session, names = self.sessions[role], list(OUTPUTS[role])
+            if on_cuda and cuda.cuda_graphs:
+                self._runners[role] = GraphReplayRunner(session, names)
+            else:
+                self._runners[role] = BoundRunner(session, names, "cuda" if on_cuda else "cpu")
 
     @property
     def providers(self) -> list[str]:
         """The providers the sessions actually run on, in priority order."""
         return list(next(iter(self.sessions.values())).get_providers())
 
+    @property
+    def batch_buffer(self) -> np.ndarray:
+        """(max_batch_size, *row) as the graphs take it, e.g. (B, H, W, 3) uint8: the batcher
+        writes each image into its row and runs the first B rows."""
+        return self.buffer.array
+
     def run(self, graph: str, pixels: np.ndarray) -> Outputs:
-        """pixels (B, 3, S, S) float32 → every output of the graph, as float32 arrays (B, ...)."""
-        session = self.sessions[graph]
-        x = pixels.astype(self._input_dtype[graph], copy=False)
-        names = self._outputs[graph]
-        if self.provider == CUDA:
-            values = _run_bound(session, x, names)
-        else:
-            values = session.run(names, {INPUT: x})
+        """pixels (B, *row) as the graphs take them, best the first B rows of `batch_buffer` →
+        every output the service reads, as float32 arrays (B, ...)."""
+        x = np.ascontiguousarray(pixels, self.input_dtype)  # the buffer's rows: as they are
+        values = self._runners[graph](x)
+        names = OUTPUTS[graph]  # type: ignore[index]
         return {n: np.asarray(v, np.float32) for n, v in zip(names, values, strict=True)}
 
     def warm_up(
@@ -102,13 +127,16 @@ class Engine:
         Largest first: the memory arena grows to its peak once, and CUDA picks its kernels for
         every shape before a request can pay for it.
         """
-        h, w = self.manifest.image_hw
+        zeros = self.batch_buffer
+        if max_batch_size > len(zeros):
+            raise ValueError(f"warm-up to {max_batch_size} rows; the batch buffer has {len(zeros)}")
+        zeros[...] = 0
         steps = [(g, b) for g in self.sessions for b in range(max_batch_size, 0, -1)]
         started = time.perf_counter()
         for done, (graph, size) in enumerate(steps, start=1):
             if stop.is_set():
                 return False
-            self.run(graph, np.zeros((size, 3, h, w), np.float32))
+            self.run(graph, zeros[:size])
             if progress:
                 progress(done, len(steps))
         log.info(
@@ -120,7 +148,7 @@ class Engine:
         return True
 
 
-def _session(path: Path, providers: list[str]) -> ort.InferenceSession:
+def _session(path: Path, providers: list[Any]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -142,13 +170,3 @@ def _check_io(session: ort.InferenceSession, role: Role, path: Path) -> None:
             f"{path}: the graph takes {inputs} and lacks {missing or 'nothing'}; the service "
             f"feeds [{INPUT!r}] and reads {list(OUTPUTS[role])}"
         )
-
-
-def _run_bound(session: ort.InferenceSession, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
-    """CUDA with IO binding: the batch is copied to the device once and each output back once."""
-    binding = session.io_binding()
-    binding.bind_cpu_input(INPUT, x)
-    for name in names:
-        binding.bind_output(name, "cuda")
-    session.run_with_iobinding(binding)
-    return list(binding.copy_outputs_to_cpu())

@@ -1,13 +1,17 @@
-"""THE image transform: bytes → checked, decoded, resized, normalised pixels. A request's image
-becomes this before it joins a batch (in the preprocessing thread pool: PIL and numpy release the
-GIL); training (model_export.data) and the exporter's parity check call the same functions, so
-the model is trained, checked and served on identical pixels.
+"""THE image transform: bytes → checked, decoded, resized pixels, as the graph takes them. A
+request's image becomes this before it joins a batch (in the preprocessing thread pool: PIL and
+numpy release the GIL); training (model_export.data) and the exporter's parity check call the
+same functions, so the model is trained, checked and served on identical pixels.
 
 Preprocessing is the bundle's (model.json "preprocess"), done the way timm's eval transform does
 it: squash straight to S×S, or resize the shorter side to floor(S / crop_pct) and take
 the centre S×S; then x / 255, minus mean, over std. For an H×W input (H ≠ W),
 timm's crop resizes straight to floor(H / crop_pct) × floor(W / crop_pct) before the centre crop,
 and so does this.
+
+Where the normalisation runs is the bundle's choice (model.json "pixels"): graphs exported since
+schema 2 take the resized uint8 pixels and normalise in-graph, so the host never makes a float
+copy of an image; older bundles take float32 pixels normalised here.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.bundle import Preprocess
+from service.bundle import LEGACY_PIXELS, PixelFormat, Preprocess
 from service.errors import EmptyBody, ImageTooLarge, InvalidImage
 from service.image_costs import check_structure, decoded_bytes
 from service.memory import MemoryBudget
@@ -46,7 +50,7 @@ Size = int | tuple[int, int]  # the model input: S (square) or (H, W)
 
 @dataclass(frozen=True)
 class Prepared:
-    pixels: np.ndarray  # (3, H, W) float32, normalised: one row of a model input batch
+    pixels: np.ndarray  # one row of a model input batch: (H, W, 3) uint8, or as PixelFormat says
     image: Image.Image | None  # the decoded RGB picture, kept only when a heat-map will be drawn
     box: Box  # the part of `image` the model saw (all of it, or the centre crop)
 
@@ -63,6 +67,7 @@ class Preprocessor:
     preprocess: Preprocess
     image_size: Size
     max_pixels: int
+    pixels: PixelFormat = LEGACY_PIXELS  # what the graph takes (training: normalised float32)
     max_bytes: int | None = None  # estimated peak decode memory one image may take
     memory: MemoryBudget | None = None
     memory_wait_s: float = 30.0  # how long an image may wait for its share of the budget
@@ -71,7 +76,7 @@ class Preprocessor:
         image = open_image(data, self.max_pixels, self.max_bytes)
         with self._held(decoded_bytes(image)):
             rgb = load_rgb(image)
-            pixels, box = transform(rgb, self.preprocess, self.image_size)
+            pixels, box = transform(rgb, self.preprocess, self.image_size, self.pixels)
             if not keep_image:
                 return Prepared(pixels, None, box)
             small, small_box = overview(rgb, box)  # the full-size decode is freed here
@@ -81,12 +86,18 @@ class Preprocessor:
         return self.memory.hold(size, self.memory_wait_s) if self.memory else nullcontext()
 
 
-def transform(image: Image.Image, preprocess: Preprocess, size: Size) -> tuple[np.ndarray, Box]:
-    """An upright RGB image (what `decode` returns) → ((3, H, W) float32 pixels, the box it saw)."""
+def transform(
+    image: Image.Image, preprocess: Preprocess, size: Size, pixels: PixelFormat = LEGACY_PIXELS
+) -> tuple[np.ndarray, Box]:
+    """An upright RGB image (what `decode` returns) → (one row of pixels as `pixels` says, the box
+    it saw). The default, (3, H, W) float32 normalised, is what training and PyTorch take."""
     if image.mode != "RGB":
         raise ValueError(f"transform takes RGB images (decode's output), not {image.mode}")
     resized, box = _resize(image, preprocess, (size, size) if isinstance(size, int) else size)
-    return _normalise(resized, preprocess), box
+    x: np.ndarray = np.asarray(resized)  # (H, W, 3) uint8: the only copy of the resized image
+    if pixels.dtype == "float32":
+        return normalise(x, preprocess), box
+    return (x if pixels.layout == "NHWC" else np.ascontiguousarray(x.transpose(2, 0, 1))), box
 
 
 def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[Image.Image, Box]:
@@ -106,8 +117,9 @@ def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[I
     return cropped, (left / sx, top / sy, (left + sw) / sx, (top + sh) / sy)
 
 
-def _normalise(image: Image.Image, p: Preprocess) -> np.ndarray:
-    x: np.ndarray = np.asarray(image, np.float32) / np.float32(255)  # (H, W, 3) in [0, 1]
+def normalise(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
+    """(H, W, 3) uint8 → (3, H, W) float32, (x / 255 - mean) / std: what a uint8 graph computes."""
+    x: np.ndarray = pixels.astype(np.float32) / np.float32(255)  # (H, W, 3) in [0, 1]
     x = (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
 

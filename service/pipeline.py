@@ -27,7 +27,7 @@ from service.errors import ClientDisconnected, RequestTimeout, ServiceError
 from service.images import Prepared, Preprocessor
 from service.metrics import Metrics
 
-Inputs = list[bytes] | np.ndarray  # encoded images, or pixels (n, 3, S, S) float32
+Inputs = list[bytes] | np.ndarray  # encoded images, or pixels (n, *row) as the graph takes them
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ class Pipeline:
 
     async def _prepare_all(self, images: Inputs, keep_images: bool) -> list[Prepared]:
         if isinstance(images, np.ndarray):  # already pixels: the model sees all of each
-            h, w = images.shape[-2:]  # (B, 3, H, W)
+            size = self._preprocessor.image_size
+            h, w = (size, size) if isinstance(size, int) else size
             return [Prepared(pixels, None, (0.0, 0.0, float(w), float(h))) for pixels in images]
         loop = asyncio.get_running_loop()
         n = len(images)

@@ -5,8 +5,9 @@ The wire shapes (JSON models, tensor names, metadata) are in protocol_schemas.py
 A request carries one input tensor:
     image    BYTES [B] or [B, 1]    one encoded image per element (JPEG, PNG, …), decoded and
                                     preprocessed as every upload is (JSON data: base64 strings)
-    pixels   FP32  [B, 3, S, S]     already preprocessed as model.json says (resize, mean, std):
-                                    the graph's own input, straight to the batcher
+    pixels   UINT8 [B, S, S, 3]     the graph's own input, straight to the batcher: decoded and
+                                    resized as model.json says (the graph normalises); bundles
+                                    of schema 1 take FP32 [B, 3, S, S], normalised too
 and names any of the outputs logits [B, K], probabilities [B, K] and embedding [B, D] (all three
 when it names none). Tensors travel as JSON `data` or, with the binary tensor data extension, as
 raw bytes after the JSON (tensors.py). An output's `classification: k` parameter answers BYTES
@@ -16,6 +17,7 @@ raw bytes after the JSON (tensors.py). An output's `classification: k` parameter
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +47,7 @@ from service.protocol_schemas import (
     Parameters,
     RequestInput,
     ResponseOutput,
+    pixels_tensor,
 )
 from service.tensors import HEADER_LENGTH, decompress, pack_bytes, split_body, unpack_bytes
 
@@ -87,15 +90,16 @@ def parse_request(
     except ValidationError as e:
         problem = describe_validation(e.errors(), limit=1)
         raise InvalidParameter(f"inference request: {problem}") from None
+    either = f"{IMAGE} (BYTES) or {PIXELS} ({pixels_tensor(manifest)[0]})"
     if len(request.inputs) != 1:
-        raise InvalidParameter(f"send one input, {IMAGE} (BYTES) or {PIXELS} (FP32), not several")
+        raise InvalidParameter(f"send one input, {either}, not several")
     (tensor,) = request.inputs
     if tensor.name == IMAGE:
         inputs: Inputs = _images(tensor, binary, limits.max_images)
     elif tensor.name == PIXELS:
-        inputs = _pixels(tensor, binary, manifest.image_hw, limits.max_images)
+        inputs = _pixels(tensor, binary, manifest, limits.max_images)
     else:
-        raise InvalidParameter(f"no input {tensor.name!r}; send {IMAGE} (BYTES) or {PIXELS} (FP32)")
+        raise InvalidParameter(f"no input {tensor.name!r}; send {either}")
     return Inference(request.id, inputs, _outputs(request))
 
 
@@ -139,24 +143,27 @@ def _images(tensor: RequestInput, binary: bytes, max_images: int) -> list[bytes]
 
 
 def _pixels(
-    tensor: RequestInput, binary: bytes, hw: tuple[int, int], max_images: int
+    tensor: RequestInput, binary: bytes, manifest: BundleManifest, max_images: int
 ) -> np.ndarray:
-    h, w = hw
-    ok = len(tensor.shape) == 4 and tensor.shape[1:] == [3, h, w]
-    n = _batch(tensor, binary, "FP32", f"[B, 3, {h}, {w}]", ok, max_images)
-    count = n * 3 * h * w
+    datatype, row = pixels_tensor(manifest)
+    ok = len(tensor.shape) == 4 and tensor.shape[1:] == row
+    n = _batch(tensor, binary, datatype, f"[B, {', '.join(map(str, row))}]", ok, max_images)
+    count, uint8 = n * math.prod(row), datatype == "UINT8"
     try:
         if tensor.data is None:
-            x = np.frombuffer(binary, "<f4")
+            x = np.frombuffer(binary, np.uint8 if uint8 else "<f4")
         else:
-            x = np.asarray(tensor.data, np.float32).ravel()
+            x = np.asarray(tensor.data, np.float64 if uint8 else np.float32).ravel()
     except (ValueError, TypeError) as e:
         raise InvalidParameter(f"input {tensor.name}: data must be {count:,} numbers") from e
     if x.size != count:
         raise InvalidParameter(f"input {tensor.name}: {x.size:,} values for shape {tensor.shape}")
     if not np.isfinite(x).all():
         raise InvalidParameter(f"input {tensor.name} holds NaN or infinite values")
-    return x.astype(np.float32).reshape(n, 3, h, w)  # native byte order, writable
+    if uint8 and x.dtype != np.uint8 and not ((x >= 0) & (x <= 255) & (x == np.round(x))).all():
+        raise InvalidParameter(f"input {tensor.name}: UINT8 values are whole numbers 0..255")
+    out = x.astype(np.uint8 if uint8 else np.float32)  # native byte order, writable
+    return out.reshape(n, *row)
 
 
 def _outputs(request: InferenceRequest) -> list[Wanted]:

@@ -86,14 +86,20 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
+def pixels_tensor(m: BundleManifest) -> tuple[str, list[int]]:
+    """The pixels input's datatype and shape after B: the graph's own input, as model.json says
+    ("UINT8", [S, S, 3]: decoded and resized, not normalised; "FP32", [3, S, S]: normalised)."""
+    return ("UINT8" if m.pixels.dtype == "uint8" else "FP32"), m.pixels.shape(m.image_hw)
+
+
 def model_metadata(m: BundleManifest) -> ModelMetadata:
-    (h, w), tensor = m.image_hw, TensorMetadata
+    (datatype, row), tensor = pixels_tensor(m), TensorMetadata
     return ModelMetadata(
         name=m.name,
         versions=[m.version],
         platform=PLATFORM,
         inputs=[tensor(name=IMAGE, datatype="BYTES", shape=[-1]),
-                tensor(name=PIXELS, datatype="FP32", shape=[-1, 3, h, w])],
+                tensor(name=PIXELS, datatype=datatype, shape=[-1, *row])],
         outputs=[tensor(name=LOGITS, datatype="FP32", shape=[-1, len(m.labels)]),
                  tensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(m.labels)]),
                  tensor(name=EMBEDDING, datatype="FP32", shape=[-1, m.dim])],

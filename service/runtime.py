@@ -20,6 +20,7 @@ from typing import Literal
 from service.batcher import Batcher
 from service.bundle import BundleManifest, load_bundle
 from service.engine import Engine
+from service.engine_io import CudaOptions
 from service.images import Preprocessor
 from service.memory import BodyBudget, MemoryBudget, memory_limit
 from service.metrics import Metrics
@@ -31,13 +32,24 @@ log = logging.getLogger(__name__)
 Phase = Literal["starting", "warming", "ready", "draining", "stopped", "failed"]
 
 
+def open_engine(settings: Settings, manifest: BundleManifest) -> Engine:
+    """The sessions as the settings ask: providers, batch buffer rows, CUDA provider options."""
+    return Engine(
+        settings.bundle,
+        manifest,
+        settings.providers,
+        max_batch_size=settings.max_batch_size,
+        cuda=CudaOptions.from_settings(settings),
+    )
+
+
 class Runtime:
     """Built in the app's lifespan; `start` warms up in the background, `close` drains."""
 
     def __init__(self, settings: Settings, metrics: Metrics, engine: Engine | None = None) -> None:
         self.settings, self.metrics = settings, metrics
         self.manifest: BundleManifest = engine.manifest if engine else load_bundle(settings.bundle)
-        self.engine = engine or Engine(settings.bundle, self.manifest, settings.providers)
+        self.engine = engine or open_engine(settings, self.manifest)
         self.batcher = Batcher(
             self.engine.run,
             graphs=self.manifest.graphs,
@@ -45,6 +57,7 @@ class Runtime:
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue_images=settings.max_queue_images,
             metrics=metrics,
+            buffer=self.engine.batch_buffer,
             on_death=lambda: self._fail("the batch worker has stopped"),
         )
         self._executor = ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
@@ -54,6 +67,7 @@ class Runtime:
             self.manifest.preprocess,
             self.manifest.image_size,
             settings.max_image_pixels,
+            self.manifest.pixels,  # uint8 rows for graphs that normalise themselves
             max_bytes=settings.max_image_bytes,
             memory=MemoryBudget(decode_budget),
             memory_wait_s=settings.request_timeout_s,

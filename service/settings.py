@@ -25,6 +25,7 @@ MiB = 1 << 20
 
 Providers = Literal["auto", "cuda", "cpu"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+ConvSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]  # cuDNN's, as ORT names them
 
 
 class Settings(BaseSettings):
@@ -71,6 +72,16 @@ class Settings(BaseSettings):
     )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
+    # -- the CUDA provider (service/engine_io.py); no effect on the CPU
+    cuda_conv_algo_search: ConvSearch = Field(
+        "EXHAUSTIVE", description="cuDNN convolution algorithm search, run during warm-up"
+    )
+    cuda_tf32: bool = Field(
+        False, description="TF32 matmuls for fp32 bundles: faster, but off the export's 1e-4 check"
+    )
+    cuda_graphs: bool = Field(
+        False, description="capture and replay a CUDA graph per warmed batch size"
+    )
     api_key: SecretStr | None = Field(
         None, description="require 'Authorization: Bearer <key>' (prefer VIT_API_KEY to the flag)"
     )

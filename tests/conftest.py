@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -34,9 +35,9 @@ settings.register_profile("long", max_examples=50_000, deadline=timedelta(second
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-block ViT (32 px, patch 8, D 32, 4 labels) exported by the real exporter."""
+def export_tiny(out: Path, **kwargs: object) -> Path:
+    """A random 2-block ViT (32 px, patch 8, D 32, 4 labels) exported by the real exporter; the
+    same weights every call (seed 0), so bundles made with different options can be compared."""
     torch = pytest.importorskip("torch")
     from model_export.export import export_bundle
     from model_export.model import ViT, ViTConfig
@@ -47,10 +48,30 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_classes=len(TINY_LABELS), labels=TINY_LABELS,
     )  # fmt: skip
     model = ViT(config)  # the head keeps its random (non-zero) init: the answers differ per image
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
     export_bundle(
-        model, out, name="tiny-vit", version="1", source_sha256="0" * 64, allow_untrained_head=True
-    )
+        model, out, name="tiny-vit", version="1", source_sha256="0" * 64,
+        allow_untrained_head=True, **kwargs,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ViT's bundle as vit-export writes it: uint8 pixels in, normalised in the graphs."""
+    return export_tiny(tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def legacy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model as a bundle written before uint8 graphs: schema 1, no "pixels" in
+    model.json, graphs that take float32 (B, 3, S, S) pixels normalised by the host."""
+    from service.bundle import LEGACY_PIXELS, MANIFEST
+
+    out = export_tiny(tmp_path_factory.mktemp("bundles") / "legacy", pixels=LEGACY_PIXELS)
+    manifest = json.loads((out / MANIFEST).read_text())
+    del manifest["pixels"]
+    manifest["schema_version"] = 1
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
 
 

@@ -153,7 +153,7 @@ def _infer_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
         response_model=InferenceResponse,
         openapi_extra=INFER_BODY,
         responses={**INFER_OCTETS, **INFER_ERRORS},
-        summary="Images (BYTES) or pixels (FP32) in; logits, probabilities, embedding out",
+        summary="Images (BYTES) or pixels (UINT8) in; logits, probabilities, embedding out",
     )
 
 

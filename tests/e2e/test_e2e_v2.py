@@ -94,9 +94,9 @@ def test_pixels_and_classification(
 ) -> None:
     images = [draw(seed=10), draw(seed=11)]
     m = load_bundle(tiny_bundle)
-    prepare = Preprocessor(m.preprocess, m.image_size, 1_000_000)
-    x = np.stack([prepare(i).pixels for i in images])  # (2, 3, 32, 32) float32
-    pixels = httpclient.InferInput("pixels", list(x.shape), "FP32").set_data_from_numpy(x)
+    prepare = Preprocessor(m.preprocess, m.image_size, 1_000_000, m.pixels)
+    x = np.stack([prepare(i).pixels for i in images])  # (2, 32, 32, 3) uint8: resized, as is
+    pixels = httpclient.InferInput("pixels", list(x.shape), "UINT8").set_data_from_numpy(x)
     top = httpclient.InferRequestedOutput("probabilities", class_count=2)
     logits = httpclient.InferRequestedOutput("logits")
     by_pixels = client.infer(MODEL, [pixels], outputs=[top, logits], headers=auth())

@@ -18,8 +18,14 @@ from PIL import Image
 
 from model_export import export as export_module
 from model_export.checkpoints import NATIVE_WEIGHTS, save_native
-from model_export.export import export_bundle, main, source_sha256
-from model_export.export_check import CheckFailed, check_pixels, draw_images, validate
+from model_export.export import PIXELS, export_bundle, main, source_sha256
+from model_export.export_check import (
+    CheckFailed,
+    check_pixels,
+    draw_images,
+    reference_input,
+    validate,
+)
 from model_export.export_graphs import (
     ExportError,
     FastGraph,
@@ -86,7 +92,13 @@ def fp16_bundle(model: ViT, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pictures(count: int, config: ViTConfig = TINY, seed: int = 5) -> np.ndarray:
-    return array_pixels(draw_images(count, config.image_size * 2, seed=seed), config)
+    """(B, H, W, 3) uint8, as the graphs take them."""
+    return array_pixels(draw_images(count, config.image_size * 2, seed=seed), config, PIXELS)
+
+
+def normalised(pixels: np.ndarray, config: ViTConfig = TINY) -> torch.Tensor:
+    """The same pixels as PyTorch takes them: (B, 3, H, W) float32, normalised in torch."""
+    return reference_input(pixels, PIXELS, bundle_preprocess(config))
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -111,7 +123,8 @@ def test_bundle_holds_both_graphs_and_a_manifest_that_round_trips(
     assert [o.name for o in fast.outputs] == list(OUTPUTS[FAST])
     assert [o.name for o in explain.outputs] == [*OUTPUTS[EXPLAIN], ATTENTION_DISTANCE]
     assert [i.name for i in fast.inputs] == [i.name for i in explain.inputs] == [INPUT]
-    assert fast.inputs[0].shape == ["batch", 3, 32, 32] and fast.inputs[0].dtype == "float32"
+    assert fast.inputs[0].shape == ["batch", 32, 32, 3] and fast.inputs[0].dtype == "uint8"
+    assert read.pixels == PIXELS and read.schema_version == 2
     rollout, distance = explain.outputs[-2:]
     assert rollout.shape == ["batch", 16]  # one weight per patch
     assert distance.shape == ["batch", 2, 4]  # (L, H) in pixels, for vit-inspect
@@ -133,7 +146,7 @@ def test_graphs_equal_torch_at_any_batch_size(
         [LOGITS, EMBEDDING], {INPUT: pixels}
     )
     with torch.no_grad():
-        ref = model(torch.from_numpy(pixels), attention=role == EXPLAIN)
+        ref = model(normalised(pixels), attention=role == EXPLAIN)
     np.testing.assert_allclose(logits, ref.logits.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(embedding, ref.embedding.numpy(), rtol=1e-4, atol=1e-5)
     assert logits.shape == (batch, 5) and embedding.shape == (batch, 32)
@@ -160,7 +173,7 @@ def test_rollout_in_graph_equals_numpy_reference(
     pixels = pictures(3)
     (rollout,) = session(out / "explain.onnx").run([ROLLOUT], {INPUT: pixels})
     with torch.no_grad():
-        attentions = model(torch.from_numpy(pixels), attention=True).attentions.double().numpy()
+        attentions = model(normalised(pixels), attention=True).attentions.double().numpy()
     np.testing.assert_allclose(rollout, numpy_rollout(attentions), rtol=1e-4, atol=1e-7)
     assert not np.allclose(rollout, rollout[:1])  # different pictures, different maps
 
@@ -183,12 +196,13 @@ def test_export_fails_when_attention_is_not_fused(
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor its staging folder
 
 
-def test_fp16_bundle_keeps_float32_io_and_passes(fp16_bundle: Path, model: ViT) -> None:
+def test_fp16_bundle_keeps_uint8_in_float32_out_and_passes(fp16_bundle: Path, model: ViT) -> None:
     manifest = load_bundle(fp16_bundle)
     assert manifest.precision == "fp16"
     for role in (FAST, EXPLAIN):
         graph = manifest.graphs[role]
-        assert {t.dtype for t in graph.inputs + graph.outputs} == {"float32"}
+        assert [t.dtype for t in graph.inputs] == ["uint8"]
+        assert {t.dtype for t in graph.outputs} == {"float32"}
         proto = onnx.load(fp16_bundle / graph.file)
         weights = {i.data_type for i in proto.graph.initializer if len(i.dims) == 2}
         assert weights == {onnx.TensorProto.FLOAT16}
@@ -199,17 +213,18 @@ def test_fp16_bundle_keeps_float32_io_and_passes(fp16_bundle: Path, model: ViT) 
     logits, embedding = session(fp16_bundle / "model.onnx").run(None, {INPUT: pixels})
     assert logits.dtype == np.float32
     with torch.no_grad():
-        ref = model(torch.from_numpy(pixels))
+        ref = model(normalised(pixels))
     np.testing.assert_array_equal(logits.argmax(1), ref.logits.argmax(1).numpy())
 
 
 def test_parity_check_rejects_a_graph_that_drifts_from_torch() -> None:
     graph = ir.to_proto(export_graph(FastGraph(tiny_vit(seed=0)), (32, 32), OUTPUTS[FAST]))
     other = FastGraph(tiny_vit(seed=1))  # same architecture, other weights
+    x = normalised(pictures(8))  # this graph has no uint8 front: both sides get these
     with pytest.raises(CheckFailed, match=r"fp32 graph drifts .* logits max_abs="):
-        validate(graph, other, pictures(8), OUTPUTS[FAST], "fp32")
+        validate(graph, other, x.numpy(), OUTPUTS[FAST], "fp32", x)
     with pytest.raises(CheckFailed, match=r"fp16 graph needs top-1 agreement .*top1_agreement="):
-        validate(graph, other, pictures(8), OUTPUTS[FAST], "fp16")
+        validate(graph, other, x.numpy(), OUTPUTS[FAST], "fp16", x)
 
 
 @pytest.mark.parametrize("mode", ["squash", "crop"])
@@ -218,11 +233,11 @@ def test_parity_pixels_are_what_the_service_makes_in_the_bundles_resize_mode(mod
     image = np.random.default_rng(3).integers(0, 256, (40, 70, 3), dtype=np.uint8)  # (H, W, 3)
     png = io.BytesIO()
     Image.fromarray(image).save(png, "PNG")
-    served = Preprocessor(bundle_preprocess(config), 32, 10_000)(png.getvalue()).pixels
-    checked = check_pixels(config, [image])  # (2, 3, S, S): noise, then the picture
+    served = Preprocessor(bundle_preprocess(config), 32, 10_000, PIXELS)(png.getvalue()).pixels
+    checked = check_pixels(config, [image], PIXELS)  # (2, S, S, 3): noise, then the picture
     np.testing.assert_array_equal(checked[1], served)
     other = replace(config, resize_mode="crop" if mode == "squash" else "squash", crop_pct=0.875)
-    assert not np.allclose(check_pixels(other, [image])[1], served)  # the mode matters here
+    assert not np.array_equal(check_pixels(other, [image], PIXELS)[1], served)  # mode matters
 
 
 def test_zero_head_is_refused_unless_allowed(tmp_path: Path) -> None:

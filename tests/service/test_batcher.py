@@ -62,6 +62,7 @@ def make(
         max_wait_s=max_wait_s,
         max_queue_images=16,
         metrics=metrics or Metrics(),
+        buffer=np.empty((max_batch_size, 3, 2, 2), np.float32),
     )
 
 

@@ -15,12 +15,14 @@ from service.bundle import (
     EXPLAIN,
     FAST,
     INPUT,
+    LEGACY_PIXELS,
     LOGITS,
     MANIFEST,
     OUTPUTS,
     ROLLOUT,
     BundleError,
     BundleManifest,
+    PixelFormat,
     load_bundle,
     sha256_file,
 )
@@ -51,6 +53,7 @@ def manifest_dict(folder: Path) -> dict[str, Any]:
         "embedding_cosine_min": 0.99999,
     }
     return {
+        "schema_version": 1,  # as written before uint8 graphs: no "pixels"
         "name": "tiny",
         "version": "1",
         "labels": ["a", "b", "c"],
@@ -89,6 +92,26 @@ def test_write_then_load_round_trips(tmp_path: Path) -> None:
     assert loaded.graphs[FAST].fused_attention == 2
 
 
+def uint8(d: dict[str, Any]) -> dict[str, Any]:
+    """d turned into a schema 2 manifest whose graphs take (B, 32, 32, 3) uint8 pixels."""
+    d.update(schema_version=2, pixels={"dtype": "uint8", "layout": "NHWC"})
+    for graph in d["graphs"].values():
+        graph["inputs"] = [{"name": INPUT, "shape": ["batch", 32, 32, 3], "dtype": "uint8"}]
+    return d
+
+
+def test_a_manifest_without_pixels_means_the_float32_graphs_of_schema_1(tmp_path: Path) -> None:
+    loaded = load_bundle(write(tmp_path, manifest_dict(tmp_path)))
+    assert (loaded.schema_version, loaded.pixels) == (1, LEGACY_PIXELS)
+    assert (loaded.pixels.dtype, loaded.pixels.layout) == ("float32", "NCHW")
+
+
+def test_a_uint8_manifest_records_dtype_and_layout(tmp_path: Path) -> None:
+    loaded = load_bundle(write(tmp_path, uint8(manifest_dict(tmp_path))))
+    assert loaded.pixels == PixelFormat(dtype="uint8", layout="NHWC")
+    assert loaded.pixels.shape(loaded.image_hw) == [32, 32, 3]
+
+
 def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) -> None:
     d = manifest_dict(tmp_path)
     del d["graphs"]["fast"]["fused_attention"]
@@ -103,7 +126,9 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         (lambda d: d["graphs"].pop("fast"), "graphs must include 'fast'"),
         (lambda d: d.update(labels=[]), "labels"),
         (lambda d: d.update(precision="int8"), "precision"),
-        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(schema_version=3), "schema_version"),
+        (lambda d: d.update(pixels={"dtype": "uint8", "layout": "NCHW"}), "takes float32 pixels"),
+        (lambda d: uint8(d).update(pixels={"dtype": "uint8"}), r"pixels has shape \[.*32, 3\]"),
         (lambda d: d.update(surprise=1), "surprise"),
         (lambda d: d["graphs"]["fast"].update(sha256="XYZ"), "sha256"),
         (lambda d: d["graphs"]["fast"].update(fused_attention=-1), "fused_attention"),
@@ -143,6 +168,8 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         "no-labels",
         "precision",
         "schema-version",
+        "pixels-vs-graph-dtype",
+        "pixels-vs-graph-layout",
         "unknown-field",
         "sha-pattern",
         "negative-fused",

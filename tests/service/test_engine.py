@@ -21,6 +21,8 @@ from service.bundle import (
     load_bundle,
 )
 from service.engine import CPU, CUDA, Engine, EngineError
+from service.engine_io import CudaOptions, HostBuffer
+from service.images import normalise
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,8 @@ def engine(tiny_bundle: Path, manifest: BundleManifest) -> Engine:
 
 
 def pixels(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, 32, 32)).astype(np.float32)
+    """(n, 32, 32, 3) uint8: decoded, resized pixels, as the tiny bundle's graphs take them."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
 
 
 def test_fast_and_explain_outputs_have_the_manifest_shapes(engine: Engine) -> None:
@@ -52,6 +55,46 @@ def test_a_row_does_not_depend_on_its_batch_neighbours(engine: Engine) -> None:
     together = engine.run(FAST, batch)[LOGITS]
     alone = np.concatenate([engine.run(FAST, batch[i : i + 1])[LOGITS] for i in range(5)])
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixels(
+    engine: Engine, legacy_bundle: Path
+) -> None:
+    legacy = Engine(legacy_bundle, load_bundle(legacy_bundle), "cpu")
+    assert legacy.batch_buffer.shape == (32, 3, 32, 32) and legacy.input_dtype == np.float32
+    x = pixels(4, seed=3)
+    floats = np.stack([normalise(image, legacy.manifest.preprocess) for image in x])  # (4, 3, S, S)
+    np.testing.assert_allclose(
+        legacy.run(FAST, floats)[LOGITS], engine.run(FAST, x)[LOGITS], rtol=1e-4, atol=1e-5
+    )
+
+
+def test_the_batch_buffer_is_the_graphs_input_and_runs_where_it_lies(engine: Engine) -> None:
+    buffer = engine.batch_buffer
+    assert buffer.shape == (32, 32, 32, 3) and buffer.dtype == np.uint8
+    assert not engine.buffer.pinned  # pinned memory is for the CUDA provider
+    x = pixels(3, seed=4)
+    buffer[:3] = x
+    np.testing.assert_array_equal(engine.run(FAST, buffer[:3])[LOGITS], engine.run(FAST, x)[LOGITS])
+
+
+def test_a_cuda_buffer_without_pinned_memory_says_so_and_still_works(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.engine_io"):
+        buffer = HostBuffer(4, (8, 8, 3), np.dtype(np.uint8), cuda=True)
+    assert not buffer.pinned and buffer.array.shape == (4, 8, 8, 3)
+    if CUDA not in ort.get_available_providers():
+        assert "no pinned host memory" in caplog.text
+
+
+def test_cuda_options_keep_fp32_parity_unless_told() -> None:
+    default = CudaOptions().provider_options()
+    assert default["use_tf32"] == "0" and default["enable_cuda_graph"] == "0"
+    assert default["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    assert default["arena_extend_strategy"] == "kSameAsRequested"
+    told = CudaOptions("HEURISTIC", tf32=True, cuda_graphs=True).provider_options()
+    assert (told["use_tf32"], told["enable_cuda_graph"]) == ("1", "1")
 
 
 def test_cpu_means_cpu(engine: Engine) -> None:

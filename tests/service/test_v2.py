@@ -38,7 +38,7 @@ def client(tiny_bundle: Path) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def preprocess(tiny_bundle: Path) -> Preprocessor:
     m = load_bundle(tiny_bundle)
-    return Preprocessor(m.preprocess, m.image_size, 4_000_000)
+    return Preprocessor(m.preprocess, m.image_size, 4_000_000, m.pixels)
 
 
 def image_input(*images: bytes) -> dict[str, Any]:
@@ -47,7 +47,8 @@ def image_input(*images: bytes) -> dict[str, Any]:
 
 
 def pixels_input(x: np.ndarray, **extra: Any) -> dict[str, Any]:
-    return {"name": "pixels", "datatype": "FP32", "shape": list(x.shape), **extra}
+    datatype = "UINT8" if x.dtype == np.uint8 else "FP32"
+    return {"name": "pixels", "datatype": datatype, "shape": list(x.shape), **extra}
 
 
 def binary(request: dict[str, Any], tail: bytes) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def test_metadata_and_health_in_the_protocols_shapes(client: TestClient) -> None
     tensors = {t["name"]: (t["datatype"], t["shape"]) for t in model["inputs"] + model["outputs"]}
     assert tensors == {
         "image": ("BYTES", [-1]),
-        "pixels": ("FP32", [-1, 3, 32, 32]),
+        "pixels": ("UINT8", [-1, 32, 32, 3]),  # the graph's own input: decoded and resized
         "logits": ("FP32", [-1, 4]),
         "probabilities": ("FP32", [-1, 4]),
         "embedding": ("FP32", [-1, 32]),
@@ -142,7 +143,7 @@ def test_pixels_skip_decoding_and_answer_as_their_image_does(
     client: TestClient, draw: Draw, preprocess: Preprocessor
 ) -> None:
     images = [draw(seed=3), draw(seed=4)]
-    x = np.stack([preprocess(i).pixels for i in images])  # (2, 3, 32, 32)
+    x = np.stack([preprocess(i).pixels for i in images])  # (2, 32, 32, 3) uint8
     by_image = outputs(client.post(INFER, json={"inputs": [image_input(*images)]}))
     nested = {"inputs": [pixels_input(x, data=x.tolist())], "outputs": [{"name": "logits"}]}
     flat = {"inputs": [pixels_input(x, data=x.ravel().tolist())], "outputs": [{"name": "logits"}]}
@@ -150,9 +151,24 @@ def test_pixels_skip_decoding_and_answer_as_their_image_does(
     for answer in (
         client.post(INFER, json=nested),
         client.post(INFER, json=flat),
-        client.post(INFER, **binary(raw, x.astype("<f4").tobytes())),
+        client.post(INFER, **binary(raw, x.tobytes())),
     ):
         np.testing.assert_allclose(outputs(answer)["logits"], by_image["logits"], atol=1e-5)
+
+
+def test_a_bundle_of_schema_1_still_takes_fp32_normalised_pixels(
+    legacy_bundle: Path, draw: Draw
+) -> None:
+    m = load_bundle(legacy_bundle)
+    x = np.stack([Preprocessor(m.preprocess, 32, 4_000_000)(draw(seed=7)).pixels])  # (1, 3, S, S)
+    with TestClient(create_app(Settings(bundle=legacy_bundle, **LIMITS))) as client:
+        wait_ready(client)
+        pixels = next(t for t in client.get(MODEL).json()["inputs"] if t["name"] == "pixels")
+        assert (pixels["datatype"], pixels["shape"]) == ("FP32", [-1, 3, 32, 32])
+        by_image = outputs(client.post(INFER, json={"inputs": [image_input(draw(seed=7))]}))
+        raw = {"inputs": [pixels_input(x, parameters={"binary_data_size": x.nbytes})]}
+        by_pixels = outputs(client.post(INFER, **binary(raw, x.tobytes())))
+    np.testing.assert_allclose(by_pixels["logits"], by_image["logits"], atol=1e-5)
 
 
 def test_binary_data_both_ways_as_tritonclient_sends_it(client: TestClient, draw: Draw) -> None:
@@ -216,7 +232,8 @@ def test_the_versioned_route_and_the_metrics_label_by_route(client: TestClient, 
 def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str]]:
     """(path, httpx request arguments, status, a phrase of the message)."""
     jpeg, ok = draw(), image_input(draw())
-    nan = np.full((1, 3, 32, 32), np.nan, np.float32)
+    px = np.zeros((1, 32, 32, 3), np.uint8)
+    floats = np.zeros((1, 3, 32, 32), np.float32)  # what a bundle of schema 1 takes
     five = {"name": "image", "datatype": "BYTES", "shape": [5], "data": ["x"] * 5}
     bomb = gzip.compress(b" " * 400_000)
     return [
@@ -235,13 +252,17 @@ def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str]]:
         (INFER, dict(json={"inputs": [{**ok, "data": [1]}]}), 422, "base64 strings"),
         (INFER, dict(json={"inputs": [image_input(b"junk")]}), 400, "not a JPEG"),
         (INFER, dict(json={"inputs": [image_input(b"")]}), 400, "empty"),
-        (INFER, dict(json={"inputs": [pixels_input(nan[:, :, :8])]}), 422, "[B, 3, 32, 32]"),
-        (INFER, dict(json={"inputs": [pixels_input(nan, data=[1.0, 2.0])]}), 422, "2 values"),
-        (INFER, dict(json={"inputs": [pixels_input(nan, data=["a"] * 3072)]}), 422, "numbers"),
-        (INFER, dict(json={"inputs": [pixels_input(np.zeros((5, 3, 32, 32)), data=[0.0] * 15360)]}),
+        (INFER, dict(json={"inputs": [pixels_input(px[:, :8])]}), 422, "[B, 32, 32, 3]"),
+        (INFER, dict(json={"inputs": [pixels_input(floats)]}), 422, "FP32 [1, 3, 32, 32]; it"),
+        (INFER, dict(json={"inputs": [pixels_input(px, data=[1, 2])]}), 422, "2 values"),
+        (INFER, dict(json={"inputs": [pixels_input(px, data=["a"] * 3072)]}), 422, "numbers"),
+        (INFER, dict(json={"inputs": [pixels_input(px, data=[256] * 3072)]}), 422, "0..255"),
+        (INFER, dict(json={"inputs": [pixels_input(px, data=[0.5] * 3072)]}), 422, "whole numbers"),
+        (INFER, dict(json={"inputs": [pixels_input(np.zeros((5, 32, 32, 3), np.uint8),
+                                                   data=[0] * 15360)]}),
          413, "over 12,288 values; send large tensors with the binary data extension"),
-        (INFER, binary({"inputs": [pixels_input(nan, parameters={"binary_data_size": nan.nbytes})]},
-                       nan.tobytes()), 422, "NaN"),
+        (INFER, binary({"inputs": [pixels_input(px, parameters={"binary_data_size": 7})]},
+                       px.tobytes()[:7]), 422, "7 values"),
         (INFER, binary({"inputs": [ok]}, b"\0"), 422, "binary_data_size"),
         (INFER, binary({"inputs": [{**five, "data": None, "parameters": {"binary_data_size": 9}}]},
                        length_prefixed(jpeg)[:9]), 413, "5 images"),

@@ -68,8 +68,17 @@ class Column:
     online: bool = True  # ORT's load-time graph optimisations: ENABLE_ALL, or DISABLE_ALL
 
 
+def _pixels(session: ort.InferenceSession, batch: int) -> np.ndarray:
+    """Random pixels as the graph takes them: uint8 (B, H, W, 3), or float32 (B, 3, H, W)."""
+    spec, rng = session.get_inputs()[0], np.random.default_rng(0)
+    shape = (batch, *spec.shape[1:])
+    if spec.type == "tensor(uint8)":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
 def best_images_per_second(
-    sessions: dict[K, ort.InferenceSession], batch: int, image_hw: tuple[int, int], seconds: float
+    sessions: dict[K, ort.InferenceSession], batch: int, seconds: float
 ) -> dict[K, float]:
     """Interleaved rounds, one run of every graph each, for `seconds` per graph (3 rounds at least);
     the fastest run of each graph counts.
@@ -78,16 +87,15 @@ def best_images_per_second(
     minimum is the estimate least disturbed by it (timeit's reasoning), and interleaving spreads
     any slow patch over all graphs alike.
     """
-    pixels = np.random.default_rng(0).standard_normal((batch, 3, *image_hw))
-    feed = {INPUT: pixels.astype(np.float32)}
-    for session in sessions.values():
-        session.run(None, feed)  # warm-up: the first run allocates buffers and picks kernels
+    feeds = {key: {INPUT: _pixels(s, batch)} for key, s in sessions.items()}
+    for key, session in sessions.items():
+        session.run(None, feeds[key])  # warm-up: the first run allocates buffers and picks kernels
     best = dict.fromkeys(sessions, float("inf"))
     rounds, start = 0, time.perf_counter()
     while rounds < MIN_ROUNDS or time.perf_counter() - start < seconds * len(sessions):
         for graph, session in sessions.items():
             t = time.perf_counter()
-            session.run(None, feed)
+            session.run(None, feeds[graph])
             best[graph] = min(best[graph], time.perf_counter() - t)
         rounds += 1
     return {graph: batch / t for graph, t in best.items()}
@@ -161,7 +169,7 @@ def measure(
                 if (s := session_for(c, col, threads)) is not None
             }
             for batch in batches:
-                ips = best_images_per_second(sessions, batch, group[0].image_hw, seconds)
+                ips = best_images_per_second(sessions, batch, seconds)
                 for (graph, col), value in ips.items():
                     results.setdefault((model, graph, col), {})[batch] = value
                 print(f"  measured {model}, {' '.join(device)}, batch {batch}", file=sys.stderr)

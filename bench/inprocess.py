@@ -4,8 +4,9 @@
 
 Closed loop with `concurrency` images in flight, as that many clients would keep: each round
 decodes and preprocesses them in the same thread pool the service uses (preprocess_threads), then
-runs them through the same Engine in calls of at most max_batch_size, and every image's latency
-is the round's. Nothing waits for company and nothing crosses a socket, so this is the best an
+runs them through the same Engine in calls of at most max_batch_size, each image written into its
+row of the engine's batch buffer as the batcher writes it, and every image's latency is the
+round's. Nothing waits for company and nothing crosses a socket, so this is the best an
 HTTP service with these parts can do on this machine.
 """
 
@@ -17,8 +18,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
@@ -39,8 +38,11 @@ def run(
 ) -> tuple[list[float], float]:
     """(per-image latencies in seconds, the measured window in seconds)."""
     manifest = load_bundle(bundle)
-    engine = Engine(bundle, manifest, "cpu")
-    prepare = Preprocessor(manifest.preprocess, manifest.image_size, max_image_pixels)
+    engine = Engine(bundle, manifest, "cpu", max_batch_size=max_batch_size)
+    prepare = Preprocessor(
+        manifest.preprocess, manifest.image_size, max_image_pixels, manifest.pixels
+    )
+    buffer = engine.batch_buffer  # (max_batch_size, *row), as the batcher fills it
     images = photos(64)
     latencies: list[float] = []
     with ThreadPoolExecutor(threads) as pool:
@@ -51,7 +53,10 @@ def run(
             batch = [images[(done + i) % len(images)] for i in range(concurrency)]
             pixels = [p.pixels for p in pool.map(prepare, batch)]
             for i in range(0, concurrency, max_batch_size):
-                engine.run(FAST, np.stack(pixels[i : i + max_batch_size]))  # (B, 3, S, S)
+                rows = pixels[i : i + max_batch_size]
+                for row, x in zip(buffer, rows, strict=False):
+                    row[...] = x
+                engine.run(FAST, buffer[: len(rows)])
             finished = time.perf_counter()
             if now >= measured_from:
                 latencies += [finished - now] * concurrency

@@ -31,11 +31,11 @@ def create_app(bundle: Path) -> FastAPI:
     session = ort.InferenceSession(
         str(bundle / manifest.graphs[FAST].file), providers=["CPUExecutionProvider"]
     )
-    prepare = Preprocessor(manifest.preprocess, manifest.image_size, 40_000_000)
+    prepare = Preprocessor(manifest.preprocess, manifest.image_size, 40_000_000, manifest.pixels)
     app = FastAPI()
 
     def predict(data: bytes) -> list[dict[str, object]]:
-        pixels = prepare(data).pixels[None]  # (1, 3, S, S)
+        pixels = prepare(data).pixels[None]  # (1, *row) as the graph takes it
         (logits,) = session.run([LOGITS], {INPUT: pixels})
         return [p.model_dump() for p in top_k(logits, 5, manifest.labels)[0]]
 
@@ -48,7 +48,8 @@ def create_app(bundle: Path) -> FastAPI:
     async def readyz() -> dict[str, str]:
         return {"status": "ready"}
 
-    predict_warm = np.zeros((1, 3, *manifest.image_hw), np.float32)
+    dtype = np.uint8 if manifest.pixels.dtype == "uint8" else np.float32
+    predict_warm = np.zeros((1, *manifest.pixels.shape(manifest.image_hw)), dtype)
     session.run([LOGITS], {INPUT: predict_warm})
     return app
 

@@ -25,7 +25,7 @@ from model_export.export_graphs import Graph
 from service.bundle import INPUT, PixelFormat, Preprocess
 
 _NORMALISED = "normalised_pixels"  # the ViT's own input, (B, 3, H, W) float32, renamed
-_A, _B = "pixel_scale", "pixel_shift"  # (1, 3, 1, 1) float32 initializers
+_A, _B = "pixel_scale", "pixel_shift"  # (3, 1, 1) float32 initializers
 
 
 def with_pixel_input(graph: Graph, fmt: PixelFormat, preprocess: Preprocess) -> Graph:
@@ -65,7 +65,8 @@ def _front_nodes(fmt: PixelFormat) -> list[onnx.NodeProto]:
 
 
 def _affine(p: Preprocess) -> tuple[np.ndarray, ...]:
-    """(a, b), each (1, 3, 1, 1) float32, such that x · a + b = (x / 255 − mean) / std."""
+    """(a, b), each (3, 1, 1) float32 (broadcast over (B, 3, H, W)), such that
+    x · a + b = (x / 255 − mean) / std."""
     mean, std = np.asarray(p.mean, np.float64), np.asarray(p.std, np.float64)
     scale, shift = 1 / (255 * std), -mean / std
-    return tuple(v.astype(np.float32).reshape(1, 3, 1, 1) for v in (scale, shift))
+    return tuple(v.astype(np.float32).reshape(3, 1, 1) for v in (scale, shift))

@@ -135,8 +135,8 @@ def from_bundle(path: Path) -> Inspectable:
         depth=manifest.depth,
         heads=manifest.heads,
         preprocessor=Preprocessor(
-            manifest.preprocess, manifest.image_size, TRAINING_MAX_PIXELS
-        ),  # local files the user chose, read as training reads them
+            manifest.preprocess, manifest.image_size, TRAINING_MAX_PIXELS, manifest.pixels
+        ),  # local files the user chose, read as training reads them, as the graph takes them
         pos_embed=pos_embed[0, 1:],
         filters=filters,
         no_filters="" if filters is not None else _NO_BUNDLE_FILTERS.format(d=d, p=p),

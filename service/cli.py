@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vit-serve: invalid setting bundle (--bundle / VIT_BUNDLE): {e}", file=sys.stderr)
         return 2
     except EngineError as e:
-        print(f"vit-serve: invalid setting providers (--providers): {e}", file=sys.stderr)
+        flag = "--" + e.setting.replace("_", "-")
+        print(f"vit-serve: invalid setting {e.setting} ({flag}): {e}", file=sys.stderr)
         return 2
     tune_allocator()  # before the threads that decode start their arenas
     runtime = Runtime(settings, Metrics(), engine)

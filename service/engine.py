@@ -39,7 +39,12 @@ Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
 class EngineError(RuntimeError):
-    """The graphs cannot run as configured (e.g. CUDA demanded but unavailable)."""
+    """The graphs cannot run as configured (e.g. CUDA demanded but unavailable); `setting` is
+    the one to change."""
+
+    def __init__(self, message: str, setting: str = "providers") -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class Engine:
@@ -71,7 +76,12 @@ class Engine:
                 "(install the gpu extra: onnxruntime-gpu)"
             )
         for role, graph in manifest.graphs.items():
-            session = _session(folder / graph.file, requested)
+            try:
+                session = _session(folder / graph.file, requested)
+            except BundleError as e:
+                if len(requested) > 1 and cuda.cuda_graphs:  # the graph, or its capture?
+                    raise EngineError(f"VIT_CUDA_GRAPHS=true: {e}", "cuda_graphs") from e
+                raise
             _check_io(session, role, folder / graph.file)
             if providers == "cuda" and session.get_providers()[0] != CUDA:
                 raise EngineError(

@@ -65,25 +65,31 @@ class HostBuffer:
 
     def __init__(self, rows: int, row_shape: tuple[int, ...], dtype: np.dtype[Any], cuda: bool):
         shape = (rows, *row_shape)
-        memory = _pinned_memory() if cuda else None
-        if cuda and memory is None:
-            log.warning(
-                "no pinned host memory from ONNX Runtime; batches go through a staging copy"
-            )
-        self.pinned = memory is not None
         # Kept: the numpy view does not own the memory, this OrtValue does.
-        self._value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, memory_info=memory)
+        self._value = _pinned(shape, dtype) if cuda else None
+        if cuda and self._value is None:
+            log.warning("no pinned host memory from ONNX Runtime; batches take a staging copy")
+        self.pinned = self._value is not None
+        if self._value is None:
+            self._value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype)
         self.array: np.ndarray = self._value.numpy()
         assert self.array.ctypes.data == self._value.data_ptr(), "the buffer must not be a copy"
 
 
-def _pinned_memory() -> Any:
-    """The CUDA device's host-accessible (pinned) memory, as ORT's EP devices describe it."""
+def _pinned(shape: tuple[int, ...], dtype: np.dtype[Any]) -> ort.OrtValue | None:
+    """An OrtValue in the CUDA device's host-accessible (pinned) memory, as ORT's EP devices
+    describe it; None where this ONNX Runtime lists no such memory or cannot allocate it."""
     for device in ort.get_ep_devices():
-        if device.ep_name == CUDA:
-            memory = device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
-            if memory is not None:
-                return memory
+        memory = device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+        if device.ep_name != CUDA or memory is None:
+            continue
+        try:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, memory_info=memory)
+        except Exception as e:  # ORT raises its own types; a pageable buffer still works
+            log.warning("pinned host memory could not be allocated (%s)", e)
+            continue
+        if value.numpy().ctypes.data == value.data_ptr():  # writable in place, not a copy
+            return value
     return None
 
 

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_export.export import export_bundle
-from model_export.export_check import FP16_MIN_COSINE, draw_images
+from model_export.export import PIXELS, export_bundle
+from model_export.export_check import FP16_MIN_COSINE, draw_images, reference_input
 from model_export.model import ViT, ViTConfig
-from model_export.preprocessing import array_pixels
+from model_export.preprocessing import array_pixels, bundle_preprocess
 from model_export.resnet import StdConv2d, fold_weight_standardisation
 from service.bundle import EXPLAIN, FAST, BundleManifest, load_bundle
 
@@ -50,19 +50,19 @@ def test_manifest_describes_the_backbone_and_the_non_square_grid(
     _, m = bundle
     assert m.image_hw == (64, 96) and m.patch_size == 2 and m.grid == (8, 12)
     assert m.backbone is not None and (m.backbone.stages, m.backbone.stride) == ([1], 4)
-    assert m.graphs[FAST].inputs[0].shape == ["batch", 3, 64, 96]
+    assert m.graphs[FAST].inputs[0].shape == ["batch", 64, 96, 3]  # uint8, as decoded
     outputs = {o.name: o.shape for o in m.graphs[EXPLAIN].outputs}
     assert outputs["rollout"] == ["batch", 96]
 
 
 def test_graphs_agree_with_torch(bundle: tuple[Path, BundleManifest], model: ViT) -> None:
     out, m = bundle
-    pixels = array_pixels(draw_images(5, 96, seed=9), HYBRID)  # (5, 3, 64, 96)
+    pixels = array_pixels(draw_images(5, 96, seed=9), HYBRID, PIXELS)  # (5, 64, 96, 3) uint8
     graph = str(out / m.graphs[EXPLAIN].file)
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     logits, embedding, *_ = session.run(None, {"pixels": pixels})
     with torch.no_grad():
-        ref = model(torch.from_numpy(pixels))
+        ref = model(reference_input(pixels, PIXELS, bundle_preprocess(HYBRID)))
     want_logits, want_embedding = ref.logits.numpy(), ref.embedding.numpy()
     if m.precision == "fp32":  # the plain ViT's bar: 1e-4 relative
         assert np.abs(logits - want_logits).max() / np.abs(want_logits).max() <= 1e-4

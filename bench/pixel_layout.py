@@ -1,13 +1,14 @@
 """uint8 graph input: NHWC (transpose in the graph) against NCHW (transpose on the host), on CPU.
 
-    python bench/pixel_layout.py [--bundle models/demo] [--vit-b16] [--seconds 5]
+    python bench/pixel_layout.py [--vit-b16] [--seconds 5]
 
 PIL decodes to (H, W, 3). An NHWC graph takes those bytes as they are and transposes in-graph; an
 NCHW graph needs the host to transpose each image while writing its batch row. Each cell times
 what differs, end to end: B resized images written into a preallocated batch buffer, then one ORT
-call. "front" is the normalisation alone (the graph's first nodes, nothing after them); "demo" the
-bundle's fast graph; "ViT-B/16" a random one exported here (about a minute). Fastest run of
-interleaved rounds, as bench/engine.py measures.
+call. "front" is the normalisation alone (the graph's first nodes, nothing after them); "demo
+size" a random ViT shaped like the demo bundle's (D 128, 4 blocks, 4 heads, patch 16, 224 px);
+"ViT-B/16" a random one (its export takes about a minute). Each is exported and fused as
+vit-export does. Fastest run of interleaved rounds, as bench/engine.py measures.
 """
 
 from __future__ import annotations
@@ -19,24 +20,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
+import torch
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from model_export.export_graphs import Graph  # noqa: E402
+from model_export.export_graphs import FastGraph, Graph, export_graph, fuse_for_ort  # noqa: E402
 from model_export.export_pixels import with_pixel_input  # noqa: E402
-from service.bundle import (  # noqa: E402
-    FAST,
-    INPUT,
-    LEGACY_PIXELS,
-    PixelFormat,
-    Preprocess,
-    load_bundle,
-)
+from model_export.model import ViT, ViTConfig  # noqa: E402
+from model_export.presets import preset  # noqa: E402
+from service.bundle import FAST, INPUT, OUTPUTS, PixelFormat, Preprocess  # noqa: E402
 
 LAYOUTS = ("NHWC", "NCHW")
+# The demo's normalisation; the front's cost does not depend on the values.
+PREPROCESS = Preprocess(
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", resize_mode="squash",
+    crop_pct=1.0,
+)  # fmt: skip
 
 
 def front_only(hw: tuple[int, int]) -> Graph:
@@ -47,28 +48,18 @@ def front_only(hw: tuple[int, int]) -> Graph:
     return Graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), 0)
 
 
-def vit_b16() -> Graph:
-    import torch
-
-    from model_export.export_graphs import FastGraph, export_graph, fuse_for_ort
-    from model_export.model import ViT
-    from model_export.presets import preset
-    from service.bundle import OUTPUTS
-
+def fused(config: ViTConfig) -> Graph:
     torch.manual_seed(0)
-    model = ViT(preset("vit-b16")).eval()
-    return fuse_for_ort(export_graph(FastGraph(model), (224, 224), OUTPUTS[FAST]))
+    model = ViT(config).eval()
+    return fuse_for_ort(export_graph(FastGraph(model), config.image_hw, OUTPUTS[FAST]))
 
 
-def cases(bundle: Path, with_b16: bool) -> Iterator[tuple[str, Graph, tuple[int, ...]]]:
-    manifest = load_bundle(bundle)
-    if manifest.pixels != LEGACY_PIXELS:
-        raise SystemExit(f"{bundle}: needs a bundle whose graphs take float32 (schema 1)")
-    yield "front", front_only(manifest.image_hw), (1, 8, 32)
-    demo = onnx.load(bundle / manifest.graphs[FAST].file)
-    yield f"demo ({manifest.name})", Graph(demo, 0), (1, 8, 32)
+def cases(with_b16: bool) -> Iterator[tuple[str, Graph, tuple[int, ...]]]:
+    yield "front", front_only((224, 224)), (1, 8, 32)
+    demo = ViTConfig(image_size=224, patch_size=16, dim=128, depth=4, heads=4, mlp_dim=512)
+    yield "demo size", fused(demo), (1, 8, 32)
     if with_b16:
-        yield "ViT-B/16", vit_b16(), (1, 8)
+        yield "ViT-B/16", fused(preset("vit-b16")), (1, 8)
 
 
 def fill(buffer: np.ndarray, images: list[np.ndarray], layout: str) -> None:
@@ -104,15 +95,13 @@ def measure(graph: Graph, batch: int, seconds: float, preprocess: Preprocess) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--bundle", type=Path, default=Path("models/demo"))
     p.add_argument("--vit-b16", action="store_true", help="also a random ViT-B/16 (slow)")
     p.add_argument("--seconds", type=float, default=5)
     args = p.parse_args()
-    preprocess = load_bundle(args.bundle).preprocess
     print("| graph | batch | NHWC ms | NCHW ms | NCHW / NHWC |\n|---|---|---|---|---|")
-    for name, graph, batches in cases(args.bundle, args.vit_b16):
+    for name, graph, batches in cases(args.vit_b16):
         for batch in batches:
-            ms = measure(graph, batch, args.seconds, preprocess)
+            ms = measure(graph, batch, args.seconds, PREPROCESS)
             ratio = ms["NCHW"] / ms["NHWC"]
             print(f"| {name} | {batch} | {ms['NHWC']:.2f} | {ms['NCHW']:.2f} | {ratio:.2f} |")
 

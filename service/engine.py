@@ -99,13 +99,15 @@ class Engine:
         row = tuple(manifest.pixels.shape(manifest.image_hw))
         self.buffer = HostBuffer(max_batch_size, row, self.input_dtype, on_cuda)
         # Only what the service reads is fetched: an output nobody serves is never copied out.
+        self._outputs: dict[str, list[str]] = {r: list(OUTPUTS[r]) for r in manifest.graphs}
         self._runners: dict[str, Runner] = {}
-        for role in manifest.graphs:
-            session, names = self.sessions[role], list(OUTPUTS[role])
-            if on_cuda and cuda.cuda_graphs:
-                self._runners[role] = GraphReplayRunner(session, names)
-            else:
-                self._runners[role] = BoundRunner(session, names, "cuda" if on_cuda else "cpu")
+        for graph_name, names in self._outputs.items():
+            session = self.sessions[graph_name]
+            self._runners[graph_name] = (
+                GraphReplayRunner(session, names)
+                if on_cuda and cuda.cuda_graphs
+                else BoundRunner(session, names, "cuda" if on_cuda else "cpu")
+            )
 
     @property
     def providers(self) -> list[str]:
@@ -122,8 +124,7 @@ class Engine:
         """pixels (B, *row) as the graphs take them, best the first B rows of `batch_buffer` →
         every output the service reads, as float32 arrays (B, ...)."""
         x = np.ascontiguousarray(pixels, self.input_dtype)  # the buffer's rows: as they are
-        values = self._runners[graph](x)
-        names = OUTPUTS[graph]  # type: ignore[index]
+        values, names = self._runners[graph](x), self._outputs[graph]
         return {n: np.asarray(v, np.float32) for n, v in zip(names, values, strict=True)}
 
     def warm_up(

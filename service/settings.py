@@ -43,9 +43,10 @@ class Settings(BaseSettings):
     # Batches pay on a GPU, where 32 images cost little more than one. On a small CPU they do
     # not (ViT-Ti on 2 cores: 24 ms per image alone, 35 ms per image in a batch of 32).
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images per ONNX Runtime call")
-    # The latency a lone image pays so that a concurrent one can share its batch.
+    # Paid only while more images are on their way (requests still decoding): a lone request on
+    # an idle engine runs at once.
     max_wait_ms: float = Field(
-        5, ge=0, le=10_000, description="longest wait from the oldest queued image for more"
+        5, ge=0, le=10_000, description="longest wait for images on their way to join a batch"
     )
     max_queue_images: int = Field(
         256, ge=1, description="images accepted but not yet in a batch before 429s"

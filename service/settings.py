@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         description="request bytes held at once before 429 (default: limit/8, ≤ 1 GiB)",
     )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
+    # One process's event loop and GIL answer a few hundred images/s; a GPU takes thousands.
+    workers: int = Field(
+        1, ge=1, le=64, description="service processes sharing the port, each a full replica"
+    )
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
     api_key: SecretStr | None = Field(
         None, description="require 'Authorization: Bearer <key>' (prefer VIT_API_KEY to the flag)"

@@ -63,12 +63,14 @@ class Settings(BaseSettings):
     )
     # Memory ceilings (service/memory.py); None: derived from the container's memory limit.
     decode_memory_bytes: int | None = Field(
-        None, ge=MiB, description="memory all decodes at once may take (default: limit/4, ≤ 4 GiB)"
+        None,
+        ge=MiB,
+        description="memory all decodes at once may take (default: limit/workers/4, ≤ 4 GiB)",
     )
     body_memory_bytes: int | None = Field(
         None,
         ge=MiB,
-        description="request bytes held at once before 429 (default: limit/8, ≤ 1 GiB)",
+        description="request bytes held at once before 429 (default: limit/workers/8, ≤ 1 GiB)",
     )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
     # One process's event loop and GIL answer a few hundred images/s; a GPU takes thousands.
@@ -164,7 +166,9 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def memory_budgets(settings: Settings, limit: int) -> tuple[int, int]:
-    """(decode, body) memory budgets: as set, or shares of the container's memory `limit`."""
-    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(limit // 4, 4 << 30))
-    body = settings.body_memory_bytes or max(settings.max_body_bytes, min(limit // 8, 1 << 30))
+    """(decode, body) memory budgets of one worker: as set, or shares of the container's memory
+    `limit`, which every worker of the container shares."""
+    share = limit // settings.workers
+    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(share // 4, 4 << 30))
+    body = settings.body_memory_bytes or max(settings.max_body_bytes, min(share // 8, 1 << 30))
     return decode, body

@@ -13,7 +13,8 @@ per worker (429 before bodies are read, deadlines, disconnects), and the shared 
 - metrics: prometheus_client's multiprocess mode; a scrape of any worker sums every worker's
   samples (service/metrics.py); the folder is emptied before the workers start and removed after;
 - drain: SIGTERM (or SIGINT) to the supervisor reaches every worker, each drains as one process
-  does (/readyz 503 at once, listener open for drain_delay_s, in-flight work finishes);
+  does (/readyz 503 at once, listener open for drain_delay_s, in-flight work finishes); Ctrl-C in
+  a terminal also reaches the workers directly, and that second signal skips the delay;
 - a worker that exits on its own stops the instance (the others are drained): the orchestrator
   restarts it whole, rather than it serving on at reduced capacity while saying ready.
 """
@@ -70,12 +71,14 @@ def supervise(settings: Settings) -> int:
         for i in range(settings.workers)
     ]
     stopping = False
+    told: set[int] = set()  # pids sent SIGTERM: a second one would skip their drain delay
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
         for w in workers:
-            if w.pid is not None and w.exitcode is None:
+            if w.pid is not None and w.pid not in told and w.exitcode is None:
+                told.add(w.pid)
                 os.kill(w.pid, signal.SIGTERM)  # each worker drains as a lone process would
 
     signal.signal(signal.SIGTERM, stop)
@@ -83,6 +86,8 @@ def supervise(settings: Settings) -> int:
     try:
         for w in workers:
             w.start()
+        if stopping:  # a signal came while they started: tell the ones started after it
+            stop(signal.SIGTERM, None)
         log.info("%d workers serving on %s:%d", len(workers), settings.host, settings.port)
         return _watch(workers, stop, lambda: stopping)
     finally:

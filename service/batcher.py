@@ -4,8 +4,10 @@
     ... decode and preprocess the n images ...
     future = reservation.submit("fast", images)   # concurrent.futures.Future[BatchResult]
 
-One worker thread takes, per graph, as many queued images as there are up to max_batch_size; a
-batch that is not full waits at most max_wait_s from its oldest image for more. It writes each
+One worker thread takes, per graph, as many queued images as there are up to max_batch_size. A
+batch that is not full waits for more only while more are on their way (room reserved by requests
+still decoding), and at most max_wait_s from its oldest image: a lone request on an idle engine runs
+at once, and whatever queued while the engine was busy runs as soon as it is free. It writes each
 image into its row of one preallocated buffer (the engine's, pinned on CUDA: no per-batch
 allocation, no np.stack), runs one call on the first B rows,
 and hands each request its own rows, in order; a request bigger than a batch is split and put back
@@ -223,7 +225,10 @@ class Batcher:
 
     def _due(self, now: float) -> tuple[str | None, float | None]:
         """The graph whose batch should run now (oldest head first), else how long to wait."""
-        flush = self._state == "closing"  # draining: no point waiting for company
+        # Company is worth waiting for only if it is coming: room held by requests still decoding.
+        # Draining, or nothing reserved beyond what is queued: run what there is now.
+        incoming = self._held - sum(len(q) for q in self._queues.values())
+        flush = self._state == "closing" or incoming == 0
         due: str | None = None
         wait: float | None = None
         for graph, queue in self._queues.items():

@@ -1,4 +1,5 @@
-"""vit-serve: check the settings and the bundle, then run the service under uvicorn.
+"""vit-serve: check the settings and the bundle, then run the service under uvicorn (in this
+process, or in settings.workers worker processes under a supervisor: service/workers.py).
 
 Exit codes: 0 after a clean shutdown; 2 for an invalid setting, bundle or provider (the message
 names the setting); 3 when the server could not start (e.g. the port is taken; the log says why).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ from service.memory import tune_allocator
 from service.metrics import Metrics
 from service.runtime import Runtime, open_engine
 from service.settings import Settings, describe, unknown_variables
+from service.workers import Peers, supervise
 
 log = logging.getLogger("service")
 
@@ -37,25 +40,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as e:
         print(f"vit-serve: {describe(e)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(settings)
     for var in unknown_variables():
         log.warning("ignoring %s: not a vit-serve setting", var)
+    if settings.workers == 1:
+        return serve(settings)
+    try:  # the bundle checked once here, so that a bad one is one message, not one per worker
+        load_bundle(settings.bundle)
+    except BundleError as e:
+        return _invalid_bundle(e)
+    return supervise(settings)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+
+
+def serve(
+    settings: Settings, sockets: list[socket.socket] | None = None, peers: Peers | None = None
+) -> int:
+    """One process of the service, on its own port or on the supervisor's `sockets`."""
     # Load here, not in the app's start-up, so that a bad bundle or provider is a message naming
     # the setting rather than a traceback from the server.
     try:
         engine = open_engine(settings, load_bundle(settings.bundle))
     except BundleError as e:
-        print(f"vit-serve: invalid setting bundle (--bundle / VIT_BUNDLE): {e}", file=sys.stderr)
-        return 2
+        return _invalid_bundle(e)
     except EngineError as e:
         flag = "--" + e.setting.replace("_", "-")
         print(f"vit-serve: invalid setting {e.setting} ({flag}): {e}", file=sys.stderr)
         return 2
     tune_allocator()  # before the threads that decode start their arenas
-    runtime = Runtime(settings, Metrics(), engine)
+    runtime = Runtime(settings, Metrics(multiprocess=peers is not None), engine, peers)
     server = DrainingServer(_config(settings, create_app(settings, runtime)), runtime)
-    server.run()
+    server.run(sockets=sockets)
     return 0 if server.started else 3
+
+
+def _invalid_bundle(e: BundleError) -> int:
+    print(f"vit-serve: invalid setting bundle (--bundle / VIT_BUNDLE): {e}", file=sys.stderr)
+    return 2
 
 
 def _config(settings: Settings, app: FastAPI) -> uvicorn.Config:

@@ -1,7 +1,11 @@
 """Every Prometheus metric the service exports, in one place, on a registry of its own.
 
 A registry per app (not the process-global one) lets tests build several apps in one process and
-read each one's counters from zero.
+read each one's counters from zero. With several workers (service/workers.py) every process writes
+its samples to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, set up by
+the supervisor before the workers start) and a scrape of any worker sums them all: counters and
+histograms add up, the queue gauges are summed over live workers, and `vit_model_info` has one
+sample per live worker (a `pid` label), which says how many are serving.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -24,11 +29,13 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
         r = self.registry = CollectorRegistry()
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        if not multiprocess:  # per-process figures: they cannot be summed across workers
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self.requests = Counter(
             "vit_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
         )
@@ -67,10 +74,17 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "vit_queue_depth", "Images waiting for a batch", ["graph"], registry=r
+            "vit_queue_depth",
+            "Images waiting for a batch",
+            ["graph"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.inflight_images = Gauge(
-            "vit_inflight_images", "Images accepted and not yet answered", registry=r
+            "vit_inflight_images",
+            "Images accepted and not yet answered",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.images = Counter("vit_images", "Images answered", ["endpoint"], registry=r)
         self.rejections = Counter(
@@ -84,8 +98,13 @@ class Metrics:
             "The model being served (value is always 1)",
             ["name", "version", "provider", "precision"],
             registry=r,
+            multiprocess_mode="liveall",
         )
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The Prometheus text exposition and its content type (every worker's, summed)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed)  # type: ignore[no-untyped-call]  # every worker's files
+        return generate_latest(summed), CONTENT_TYPE_LATEST

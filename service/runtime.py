@@ -8,6 +8,8 @@ state every health answer is read from.
 
 `failed` is final: /healthz turns 503 so the orchestrator restarts the instance. Every other
 phase but `ready` makes /readyz 503 with the reason, so a load balancer sends nothing here.
+With several workers, each publishes whether it is ready to the others (`Peers`), and /readyz
+says ready only when every one is: whichever worker a probe reaches, the answer is the instance's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from service.memory import BodyBudget, MemoryBudget, memory_limit
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings, memory_budgets
+from service.workers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,14 @@ def open_engine(settings: Settings, manifest: BundleManifest) -> Engine:
 class Runtime:
     """Built in the app's lifespan; `start` warms up in the background, `close` drains."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, engine: Engine | None = None) -> None:
-        self.settings, self.metrics = settings, metrics
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        engine: Engine | None = None,
+        peers: Peers | None = None,
+    ) -> None:
+        self.settings, self.metrics, self._peers = settings, metrics, peers
         self.manifest: BundleManifest = engine.manifest if engine else load_bundle(settings.bundle)
         self.engine = engine or open_engine(settings, self.manifest)
         self.batcher = Batcher(
@@ -73,7 +82,7 @@ class Runtime:
             memory_wait_s=settings.request_timeout_s,
         )
         self.pipeline = Pipeline(preprocessor, self.batcher, self._executor, metrics)
-        self.phase: Phase = "starting"
+        self._phase: Phase = "starting"
         self._reason = ""  # why `failed`
         self._warmed = 0  # graph × batch-size runs done
         self._stop = threading.Event()
@@ -84,8 +93,18 @@ class Runtime:
     # -- readiness --------------------------------------------------------------------------
 
     @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase: Phase) -> None:
+        self._phase = phase
+        if self._peers is not None:
+            self._peers.publish(phase == "ready")
+
+    @property
     def ready(self) -> bool:
-        return self.phase == "ready"
+        return self.phase == "ready" and (self._peers is None or self._peers.all_ready())
 
     @property
     def alive(self) -> bool:
@@ -98,7 +117,7 @@ class Runtime:
         return {
             "starting": "the service is starting",
             "warming": f"warming up: {self._warmed} of {total} graph × batch-size runs",
-            "ready": "ready",
+            "ready": "ready" if self.ready else "another worker of this instance is not ready",
             "draining": "the service is shutting down",
             "stopped": "the service is shutting down",
             "failed": f"{self._reason}; this instance needs a restart",

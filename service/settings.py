@@ -44,9 +44,10 @@ class Settings(BaseSettings):
     # Batches pay on a GPU, where 32 images cost little more than one. On a small CPU they do
     # not (ViT-Ti on 2 cores: 24 ms per image alone, 35 ms per image in a batch of 32).
     max_batch_size: int = Field(32, ge=1, le=1024, description="most images per ONNX Runtime call")
-    # The latency a lone image pays so that a concurrent one can share its batch.
+    # Paid only while more images are on their way (requests still decoding): a lone request on
+    # an idle engine runs at once.
     max_wait_ms: float = Field(
-        5, ge=0, le=10_000, description="longest wait from the oldest queued image for more"
+        5, ge=0, le=10_000, description="longest wait for images on their way to join a batch"
     )
     max_queue_images: int = Field(
         256, ge=1, description="images accepted but not yet in a batch before 429s"
@@ -63,14 +64,20 @@ class Settings(BaseSettings):
     )
     # Memory ceilings (service/memory.py); None: derived from the container's memory limit.
     decode_memory_bytes: int | None = Field(
-        None, ge=MiB, description="memory all decodes at once may take (default: limit/4, ≤ 4 GiB)"
+        None,
+        ge=MiB,
+        description="memory all decodes at once may take (default: limit/workers/4, ≤ 4 GiB)",
     )
     body_memory_bytes: int | None = Field(
         None,
         ge=MiB,
-        description="request bytes held at once before 429 (default: limit/8, ≤ 1 GiB)",
+        description="request bytes held at once before 429 (default: limit/workers/8, ≤ 1 GiB)",
     )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
+    # One process's event loop and GIL answer a few hundred images/s; a GPU takes thousands.
+    workers: int = Field(
+        1, ge=1, le=64, description="service processes sharing the port, each a full replica"
+    )
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
     # -- the CUDA provider (service/engine_io.py); no effect on the CPU
     cuda_conv_algo_search: ConvSearch = Field(
@@ -170,7 +177,9 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def memory_budgets(settings: Settings, limit: int) -> tuple[int, int]:
-    """(decode, body) memory budgets: as set, or shares of the container's memory `limit`."""
-    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(limit // 4, 4 << 30))
-    body = settings.body_memory_bytes or max(settings.max_body_bytes, min(limit // 8, 1 << 30))
+    """(decode, body) memory budgets of one worker: as set, or shares of the container's memory
+    `limit`, which every worker of the container shares."""
+    share = limit // settings.workers
+    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(share // 4, 4 << 30))
+    body = settings.body_memory_bytes or max(settings.max_body_bytes, min(share // 8, 1 << 30))
     return decode, body

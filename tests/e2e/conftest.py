@@ -16,19 +16,24 @@ from live import START_TIMEOUT, Server, free_port, ready
 
 @pytest.fixture
 def serve(tiny_bundle: Path, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """serve(max_batch_size=8, ...) → a running `python -m service.cli` on a free port."""
+    """serve(max_batch_size=8, ..., env={...}) → a running `python -m service.cli` on a free port
+    (env: variables added to its environment)."""
     started: list[Server] = []
 
-    def start(bundle: Path | None = None, **settings: object) -> Server:
+    def start(
+        bundle: Path | None = None, env: dict[str, str] | None = None, **settings: object
+    ) -> Server:
         settings.setdefault("drain_delay_s", 0)  # tests that want the delay ask for it
         port = free_port()
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
         command = [sys.executable, "-m", "service.cli", f"--bundle={bundle or tiny_bundle}"]
         command += [f"--port={port}", "--providers=cpu", "--log-level=warning", *flags]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VIT_")}
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("VIT_")}
         log = tmp_path / f"server-{port}.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, env={**environment, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+            )
         server = Server(f"http://127.0.0.1:{port}", process, log)
         started.append(server)
         deadline = time.monotonic() + START_TIMEOUT

@@ -1,5 +1,5 @@
 """Helpers for tests against real servers on 127.0.0.1: `vit-serve` in a child process, or uvicorn
-in a thread when a test brings its own engine (the fault-injection seam)."""
+in a thread when a test brings its own engine (the fault-injection seam), such as `Gated`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from net import free_port, sample, wait_for
+
+from service.bundle import load_bundle
+from service.engine import Engine
 
 START_TIMEOUT = 90.0  # seconds; the machine running the tests may be busy
 
@@ -63,3 +67,22 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+class Gated(Engine):
+    """The real engine, whose batches wait at a gate the test opens. A lone request on an idle
+    service runs at once, so a test that needs work to *stay queued* (a full queue, a deadline, a
+    client leaving, a drain) closes the gate, sends one request to hold the engine (`entered`),
+    and queues the rest behind it for as long as it likes."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, load_bundle(folder), "cpu")
+        self.gate = threading.Event()
+        self.gate.set()  # open for the warm-up
+        self.entered = threading.Event()
+
+    def run(self, graph: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.gate.is_set():
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        return super().run(graph, pixels)

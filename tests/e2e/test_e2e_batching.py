@@ -48,12 +48,12 @@ def test_concurrent_requests_share_batches_and_match_their_solo_answers(
 def test_queue_and_inference_times_are_reported(
     serve: Callable[..., Server], draw: Callable[..., bytes]
 ) -> None:
-    server = serve(max_wait_ms=50)
+    server = serve(max_wait_ms=5000)
     answer: Any = httpx.post(
         f"{server.url}/classify", content=draw(), headers={"Content-Type": "image/jpeg"}
     )
     assert answer.status_code == 200
-    assert float(answer.headers["x-queue-time-ms"]) >= 50  # it waited for company, alone
+    assert float(answer.headers["x-queue-time-ms"]) < 5000  # alone: no company to wait for
     assert float(answer.headers["x-total-time-ms"]) >= float(answer.headers["x-queue-time-ms"])
     assert server.sample("vit_queue_wait_seconds_count", graph="fast") == 1
     assert server.sample("vit_preprocess_duration_seconds_count") == 1

@@ -1,14 +1,23 @@
-"""SIGTERM with work in flight: the server stops accepting, finishes what it holds, then exits."""
+"""SIGTERM: the server says not-ready, stops accepting, finishes what it holds, then exits."""
 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
-from live import Server, wait_for
+import uvicorn
+from live import Gated, Server, free_port, ready, wait_for
+
+from service.app import create_app
+from service.cli import DrainingServer
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
 
 
 def classify(url: str, image: bytes) -> httpx.Response:
@@ -16,17 +25,51 @@ def classify(url: str, image: bytes) -> httpx.Response:
     return httpx.post(f"{url}/classify", content=image, headers=headers, timeout=60)
 
 
-def test_sigterm_finishes_queued_work_then_exits(
-    serve: Callable[..., Server], draw: Callable[..., bytes]
+def test_sigterm_finishes_queued_work_then_stops(
+    tiny_bundle: Path, draw: Callable[..., bytes]
 ) -> None:
-    server = serve(max_batch_size=8, max_wait_ms=2000)
+    """vit-serve's own server class in a thread, its engine held at a gate: one request holds the
+    engine and two wait in the queue when the signal comes (the handler is called as the signal
+    would call it: a thread cannot take signals)."""
+    engine = Gated(tiny_bundle)
+    settings = Settings(bundle=tiny_bundle, providers="cpu", max_batch_size=8, drain_delay_s=0.1)
+    runtime = Runtime(settings, Metrics(), engine)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, runtime), host="127.0.0.1", port=port, log_config=None
+    )
+    server = DrainingServer(config, runtime)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: ready(url), "warm-up", 90)
+    engine.gate.clear()
     with ThreadPoolExecutor(3) as pool:
-        pending = [pool.submit(classify, server.url, draw(seed=s)) for s in range(3)]
-        wait_for(lambda: server.sample("vit_queue_depth", graph="fast") == 3, "3 queued images")
-        server.process.send_signal(signal.SIGTERM)
-        answers = [p.result() for p in pending]
+        holder = pool.submit(classify, url, draw(seed=0))
+        assert engine.entered.wait(30)
+        queued = [pool.submit(classify, url, draw(seed=s)) for s in (1, 2)]
+        wait_for(lambda: depth(runtime) == 2, "2 queued images")
+        server.handle_exit(signal.SIGTERM, None)
+        assert runtime.phase == "draining" and not ready(url)
+        engine.gate.set()
+        answers = [f.result() for f in (holder, *queued)]
     assert [a.status_code for a in answers] == [200, 200, 200]  # nothing lost
     assert all(len(a.json()["results"][0]["predictions"]) == 4 for a in answers)
+    thread.join(30)
+    assert not thread.is_alive() and runtime.phase == "stopped"
+
+
+def depth(runtime: Runtime) -> float | None:
+    return runtime.metrics.registry.get_sample_value("vit_queue_depth", {"graph": "fast"})
+
+
+def test_sigterm_to_vit_serve_turns_unready_answers_what_arrives_then_exits(
+    serve: Callable[..., Server], draw: Callable[..., bytes]
+) -> None:
+    server = serve(drain_delay_s=2)
+    server.process.send_signal(signal.SIGTERM)
+    assert httpx.get(f"{server.url}/readyz").status_code == 503  # the listener is still open
+    assert classify(server.url, draw()).status_code == 200  # and work arriving still runs
     assert server.process.wait(30) == -signal.SIGTERM  # uvicorn re-raises it after draining
     with pytest.raises(httpx.ConnectError):
         classify(server.url, draw())

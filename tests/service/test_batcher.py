@@ -130,11 +130,52 @@ def test_a_request_bigger_than_a_batch_is_split_and_put_back_in_order(
     assert future.result().batches == 3
 
 
-def test_a_lone_image_waits_at_most_max_wait_for_company(model: Model) -> None:
+def together(batcher: Batcher, *values: float) -> list[Future[BatchResult]]:
+    """One image per request, all reserved before any is submitted (as requests decoding at once
+    hold their room): none runs before the last arrives, unless the batch fills first."""
+    reservations = [batcher.reserve(1) for _ in values]
+    return [r.submit("fast", [image(v)]) for r, v in zip(reservations, values, strict=True)]
+
+
+def test_a_lone_request_on_an_idle_engine_runs_without_waiting_for_company(model: Model) -> None:
+    b = make(model, max_wait_s=3600)  # were the window waited out, result() would time out
+    b.start()
+    assert answer(submit(b, 7)) == [7]
+    b.close(WAIT)
+
+
+def test_a_batch_waits_for_images_still_on_their_way(model: Model) -> None:
+    b = make(model, max_wait_s=3600)
+    b.start()
+    coming = b.reserve(1)  # a request still decoding its image
+    first = submit(b, 1)
+    coming_too = b.reserve(1)
+    second = coming.submit("fast", [image(2)])
+    coming_too.release()  # its image was bad: nothing more is coming, so the batch goes
+    assert answer(first) == [1] and answer(second) == [2]
+    assert model.batches == [[1, 2]]
+    b.close(WAIT)
+
+
+def test_a_lone_image_waits_at_most_max_wait_for_company_on_its_way(model: Model) -> None:
     b = make(model, max_wait_s=0.05)
     b.start()
-    result = submit(b, 7).result(WAIT)
+    with b.reserve(1):  # announced company that never comes
+        result = submit(b, 7).result(WAIT)
     assert result.outputs["value"].tolist() == [7] and result.queue_s >= 0.05
+    b.close(WAIT)
+
+
+def test_what_queued_while_the_engine_was_busy_runs_when_it_is_free(model: Model) -> None:
+    b = make(model, max_wait_s=3600)
+    b.start()
+    model.gate.clear()
+    running = submit(b, 0)
+    assert model.entered.wait(WAIT)
+    waiting = [submit(b, v) for v in (1, 2)]
+    model.gate.set()
+    assert [answer(f) for f in (running, *waiting)] == [[0], [1], [2]]
+    assert model.batches == [[0], [1, 2]]
     b.close(WAIT)
 
 
@@ -152,9 +193,12 @@ def test_requests_are_served_first_in_first_out(batcher: Batcher, model: Model) 
 def test_graphs_are_batched_apart(model: Model) -> None:
     b = make(model, max_wait_s=0.2)
     b.start()
-    fast = [submit(b, v) for v in (1, 2)]  # not a full batch: waits for company
+    late = b.reserve(1)  # company on its way: the fast pair waits for it
+    fast = [submit(b, v) for v in (1, 2)]
     explain = [submit(b, v, graph="explain") for v in (3, 4, 5, 6)]  # full: runs at once
-    assert [answer(f) for f in explain + fast] == [[3], [4], [5], [6], [1], [2]]
+    assert [answer(f) for f in explain] == [[3], [4], [5], [6]]
+    late.release()
+    assert [answer(f) for f in fast] == [[1], [2]]
     assert model.batches == [[3, 4, 5, 6], [1, 2]]
     assert [int(f.result().outputs["graph"][0]) for f in (explain[0], fast[0])] == [7, 4]
     b.close(WAIT)
@@ -190,7 +234,7 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_worker_carries_on() 
     b = make(model, max_batch_size=2)
     b.start()
     model.gate.clear()
-    bad, neighbour = submit(b, POISON), submit(b, 1)  # one batch of two
+    bad, neighbour = together(b, POISON, 1)  # one batch of two
     assert model.entered.wait(WAIT)
     later = submit(b, 2, 3)  # the next batch
     model.gate.set()

@@ -12,6 +12,7 @@ from engines import SlowToWarm, WarmUpFails
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from service.workers import Peers
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
@@ -49,3 +50,17 @@ def test_a_failed_warm_up_is_final_and_says_restart(settings: Settings) -> None:
     assert runtime.status() == "warm-up failed (see the log); this instance needs a restart"
     runtime.close()
     assert runtime.phase == "failed"  # closing does not make a failed instance look healthy
+
+
+def test_with_workers_ready_means_every_worker_is_ready(settings: Settings) -> None:
+    flags = bytearray(2)  # what the supervisor shares between two workers, in plain memory here
+    runtime = Runtime(settings, Metrics(), peers=Peers(flags, 0))
+    runtime.start()
+    wait_for(lambda: runtime.phase == "ready")
+    assert flags == bytearray([1, 0])  # this worker said so to the other
+    assert not runtime.ready and runtime.status() == "another worker of this instance is not ready"
+    flags[1] = 1  # the other one is warm too
+    assert runtime.ready and runtime.status() == "ready"
+    runtime.begin_drain()  # SIGTERM: every worker's /readyz turns 503, this one's flag first
+    assert flags == bytearray([0, 1]) and not runtime.ready
+    runtime.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, describe, unknown_variables
+from service.settings import Settings, describe, memory_budgets, unknown_variables
 
 
 def test_environment_is_read_with_the_vit_prefix(
@@ -39,6 +39,7 @@ def test_flags_win_over_the_environment(tiny_bundle: Path, monkeypatch: pytest.M
         (["--port", "http"], "invalid setting port (--port / VIT_PORT)"),
         (["--providers", "gpu"], "invalid setting providers"),
         (["--max-wait-ms", "-1"], "invalid setting max_wait_ms"),
+        (["--workers", "0"], "invalid setting workers"),
         (["--max-images-per-request", "300"], "exceeds max_queue_images (256)"),
     ],
 )  # fmt: skip
@@ -71,3 +72,10 @@ def test_defaults_match_the_contract() -> None:
     assert (d.max_image_pixels, d.preprocess_threads, d.providers) == (40_000_000, 4, "auto")
     assert (d.api_key, d.log_level, d.drain_timeout_s) == (None, "info", 30)
     assert d.bundle.parts[-2:] == ("models", "demo")
+
+
+def test_workers_share_the_memory_budgets_of_their_container(tiny_bundle: Path) -> None:
+    limit = 8 << 30
+    one = memory_budgets(Settings(bundle=tiny_bundle), limit)
+    each_of_two = memory_budgets(Settings(bundle=tiny_bundle, workers=2), limit)
+    assert one == (2 << 30, 1 << 30) and each_of_two == (1 << 30, 512 << 20)

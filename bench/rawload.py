@@ -1,0 +1,116 @@
+"""A lean closed-loop HTTP/1.1 load generator, and the CPU a server spends under it.
+
+The request bytes are built once; each connection writes them, reads the status line, headers and
+Content-Length body, and goes again (keep-alive). No HTTP library in the loop: the client shares
+the machine's cores with the server it measures, so every microsecond it spends is one the server
+does not get. The server's CPU is read from /proc/PID/stat (every thread of the process) over the
+measured window only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Capacity:
+    images_per_s: float
+    server_cores: float  # CPU seconds the server processes used per second of the window
+    client_cores: float  # the same for this load generator
+    p50_ms: float
+    errors: int
+    latencies: list[float] = field(repr=False, default_factory=list)  # s, of the window's 200s
+    window: float = 0.0  # s
+
+    @property
+    def per_core(self) -> float:
+        return self.images_per_s / self.server_cores if self.server_cores else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, every thread of it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def post(path: str, body: bytes, content_type: str) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+async def _connection(
+    port: int,
+    requests: list[bytes],
+    offset: int,
+    stop: asyncio.Event,
+    done: list[tuple[float, float]],
+) -> int:
+    """Posts until `stop`; appends each 200's finish time (with its latency) to `done`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    errors, k = 0, offset
+    try:
+        while not stop.is_set():
+            begin = time.perf_counter()
+            writer.write(requests[k % len(requests)])
+            k += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            at = head.lower().find(b"content-length:")
+            length = int(head[at + 15 : head.index(b"\r\n", at)]) if at >= 0 else 0
+            await reader.readexactly(length)
+            if head[9:12] == b"200":
+                now = time.perf_counter()
+                done.append((now, now - begin))
+            else:
+                errors += 1
+    finally:
+        writer.close()
+    return errors
+
+
+async def _measure(
+    port: int, pids: list[int], requests: list[bytes], connections: int, seconds: float,
+    warmup: float,
+) -> Capacity:  # fmt: skip
+    stop, done = asyncio.Event(), []  # (finish time, latency) per 200
+    tasks = [
+        asyncio.create_task(_connection(port, requests, k, stop, done)) for k in range(connections)
+    ]
+    await asyncio.sleep(warmup)
+    begin, server0, client0 = time.perf_counter(), sum(map(cpu_seconds, pids)), own_cpu_seconds()
+    await asyncio.sleep(seconds)
+    end, server1, client1 = time.perf_counter(), sum(map(cpu_seconds, pids)), own_cpu_seconds()
+    stop.set()
+    errors = sum(await asyncio.gather(*tasks))
+    window = end - begin
+    latencies = sorted(lat for t, lat in done if begin <= t <= end)
+    return Capacity(
+        images_per_s=len(latencies) / window,
+        server_cores=(server1 - server0) / window,
+        client_cores=(client1 - client0) / window,
+        p50_ms=latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
+        errors=errors,
+        latencies=latencies,
+        window=window,
+    )
+
+
+def measure(
+    port: int, pids: list[int], requests: list[bytes], connections: int, seconds: float,
+    warmup: float = 2.0,
+) -> Capacity:  # fmt: skip
+    """Closed loop: `connections` keep-alive connections, each posting as soon as answered."""
+    return asyncio.run(_measure(port, pids, requests, connections, seconds, warmup))

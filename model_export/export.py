@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from model_export.export_graphs import (
     fuse_for_ort,
     to_fp16,
 )
+from model_export.export_int8 import INT8_GATE, Int8Gate, to_int8
 from model_export.export_manifest import backbone_spec, graph_spec, source_sha256, tool_versions
 from model_export.model import ViT
 from model_export.preprocessing import bundle_preprocess
@@ -49,6 +51,7 @@ from service.bundle import (
 )
 
 GRAPH_FILES = {FAST: "model.onnx", EXPLAIN: "explain.onnx"}
+PRECISIONS = ("fp32", "fp16", "int8")
 PROTOBUF_LIMIT = 2**31  # one .onnx file holds at most 2 GB; bundles keep weights inside the graph
 
 
@@ -64,10 +67,12 @@ def export_bundle(
     allow_untrained_head: bool = False,
     force: bool = False,
     check_images: list[np.ndarray] | None = None,
+    int8_gate: Int8Gate = INT8_GATE,
 ) -> BundleManifest:
     """Write a checked bundle for model to out; raise ExportError (nothing written) otherwise.
 
     check_images: (H, W, 3) uint8 RGB pictures of any size for the parity check; None draws some.
+    int8_gate: what an int8 export must keep of the float32 model.
     """
     out = Path(out)
     model = model.eval()
@@ -79,7 +84,8 @@ def export_bundle(
     staging.mkdir()  # not mkdtemp: its 0700 mode would travel with the bundle
     try:
         source = Source(format=source_format, sha256=source_sha256)
-        manifest = _build(model, staging, name, version, precision, source, check_images)
+        checks = _Checks(precision, check_images, int8_gate)
+        manifest = _build(model, staging, name, version, source, checks)
         manifest.write(staging)
         load_bundle(staging)  # the service's own reader must accept what we wrote
         _check_destination(out, force)
@@ -97,13 +103,12 @@ def _build(
     folder: Path,
     name: str,
     version: str,
-    precision: Precision,
     source: Source,
-    check_images: list[np.ndarray] | None,
+    checks: _Checks,
 ) -> BundleManifest:
-    config = model.config
+    config, precision = model.config, checks.precision
     model = fold_weight_standardisation(copy.deepcopy(model))  # a hybrid's kernels, as constants
-    pixels = check_pixels(config, check_images)  # (64, 3, H, W) float32
+    pixels = check_pixels(config, checks.images)  # (64, 3, H, W) float32
     graphs: dict[Role, GraphSpec] = {}
     validation: dict[Role, GraphValidation] = {}
     modules: dict[Role, FastGraph | ExplainGraph] = {
@@ -120,10 +125,12 @@ def _build(
             )
         if precision == "fp16":
             graph = to_fp16(graph)
+        elif precision == "int8":
+            graph = to_int8(graph)
         path = folder / GRAPH_FILES[role]
         onnx.save_model(graph.proto, path)
         _run_checker(path)
-        validation[role] = validate(graph.proto, module, pixels, outputs, precision)
+        validation[role] = validate(graph.proto, module, pixels, outputs, precision, checks.gate)
         graphs[role] = graph_spec(graph, path)
     labels = list(config.labels) or [f"class_{i}" for i in range(config.num_classes)]
     return BundleManifest(
@@ -145,10 +152,17 @@ def _build(
     )
 
 
+@dataclass(frozen=True)
+class _Checks:
+    precision: Precision
+    images: list[np.ndarray] | None  # None: the exporter draws its own
+    gate: Int8Gate
+
+
 def _check_supported(model: ViT, precision: str, allow_untrained_head: bool) -> None:
     config = model.config
-    if precision not in ("fp32", "fp16"):
-        raise ExportError(f"unsupported precision {precision!r}; choose fp32 or fp16")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unsupported precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if config.num_classes < 1 or not isinstance(model.head, nn.Linear):
         raise ExportError("unsupported configuration: the model has no classification head")
     if config.channels != 3:
@@ -197,9 +211,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=PRECISIONS,
         default="fp32",
-        help="fp16: float16 weights and compute, for the CUDA provider; inputs, outputs float32",
+        help="fp16: float16 weights and compute, for the CUDA provider; int8: dense layers in int8 "
+        "(dynamic quantisation), for CPU hosts; inputs, outputs float32 in all",
     )
     p.add_argument("--name", help="model name in model.json (default: the checkpoint's name)")
     p.add_argument("--version", default="1", help="model version in model.json")
@@ -251,9 +266,14 @@ def _summary(out: Path, m: BundleManifest) -> str:
         lines.append(
             f"  {m.graphs[role].file} vs PyTorch on {v.images} images at batches {v.batch_sizes}: "
             f"max rel error {worst}; top-1 agreement {v.top1_agreement:.2%}, "
-            f"embedding cosine >= {v.embedding_cosine_min:.6f}"
+            f"embedding cosine >= {v.embedding_cosine_min:.6f}" + _rollout_figure(v)
         )
     return "\n".join(lines)
+
+
+def _rollout_figure(v: GraphValidation) -> str:
+    r = v.rollout_correlation_min
+    return "" if r is None else f", rollout correlation >= {r:.4f}"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from torch import nn
 
 from model_export import checkpoints
 from model_export.checkpoints import CheckpointError
-from model_export.export_check import check_pixels, validate
+from model_export.export_check import check_pixels, read_check_images, validate
 from model_export.export_graphs import (
     ExplainGraph,
     ExportError,
@@ -216,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fp16: float16 weights and compute, for the CUDA provider; int8: dense layers in int8 "
         "(dynamic quantisation), for CPU hosts; inputs, outputs float32 in all",
     )
+    p.add_argument(
+        "--check-images",
+        type=Path,
+        help="folder of your own pictures (up to 256) for the self-check, instead of drawn shapes; "
+        "what int8 and fp16 must keep top-1 on",
+    )
     p.add_argument("--name", help="model name in model.json (default: the checkpoint's name)")
     p.add_argument("--version", default="1", help="model version in model.json")
     p.add_argument(
@@ -244,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source_sha256=source_sha256(args.checkpoint),
             allow_untrained_head=args.allow_untrained_head,
             force=args.force,
+            check_images=read_check_images(args.check_images) if args.check_images else None,
         )
     except (CheckpointError, ExportError, OSError) as e:
         print(f"vit-export: error: {e}", file=sys.stderr)

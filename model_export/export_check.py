@@ -10,6 +10,7 @@ axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,7 +21,7 @@ from torch import nn
 from model_export.export_graphs import ExportError
 from model_export.export_int8 import INT8_GATE, Int8Gate
 from model_export.model import ViTConfig
-from model_export.preprocessing import array_pixels
+from model_export.preprocessing import TRAINING_MAX_PIXELS, array_pixels
 from model_export.shapes import CLASSES, draw_shape
 from service.bundle import (
     EMBEDDING,
@@ -31,6 +32,8 @@ from service.bundle import (
     OutputError,
     Precision,
 )
+from service.errors import ServiceError
+from service.images import decode
 
 BATCH_SIZES = (1, 3, 32)
 SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
@@ -38,6 +41,7 @@ FP32_MAX_REL = 1e-4
 FP16_MIN_TOP1 = 0.99
 FP16_MIN_COSINE = 0.999
 MIN_DRAW_SIZE = 32  # pictures are drawn at least this big, then resized like any input
+MAX_CHECK_IMAGES = 256  # a user's own: with as many noise images, (512, 3, 224, 224) is 300 MB
 
 
 class CheckFailed(ExportError):
@@ -54,6 +58,24 @@ def draw_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
 def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return list(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+
+
+def read_check_images(folder: Path) -> list[np.ndarray]:
+    """(H, W, 3) uint8 RGB arrays of the first MAX_CHECK_IMAGES files under folder that the service
+    can decode (name order, sub-folders included), decoded as the service decodes a request."""
+    if not folder.is_dir():
+        raise ExportError(f"check images: {folder} is not a folder")
+    images = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            images.append(np.asarray(decode(path.read_bytes(), TRAINING_MAX_PIXELS)))
+        except (OSError, ServiceError):
+            continue  # not an image (a label file, a README): the folder is the user's
+        if len(images) == MAX_CHECK_IMAGES:
+            break
+    if not images:
+        raise ExportError(f"check images: no file in {folder} decodes as an image")
+    return images
 
 
 def check_pixels(config: ViTConfig, images: Sequence[np.ndarray] | None) -> np.ndarray:

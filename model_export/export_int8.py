@@ -5,14 +5,14 @@ run): every MatMul with a constant weight (the MLP's fc1 and fc2, the attention 
 the head, which the quantiser turns from Gemm into MatMul first) and the fused com.microsoft
 Attention, which becomes QAttention (the packed qkv projection in int8, softmax and the two
 attention products in float32). Everything else stays float32: LayerNorm, BiasGelu, softmax, the
-patch embedding's Conv (one op of the graph; ConvInteger is slow on ORT's CPU provider), and the
+patch embedding's Conv (as much work as one D×D projection, against 12 per block), and the
 explain graph's q·kᵀ and attention·v products, whose operands are activations on both sides
 (MatMulConstBOnly), so the attention weights the rollout multiplies are never rounded to 8 bits.
 
 Why dynamic, not static (measured on a random ViT-S/16, docs/benchmarks.md): static quantisation
 has no int8 form for the fused Attention (neither QDQ nor QOperator lists it), so a quarter of
 every block's weights stayed float32 and every activation went through Quantize/Dequantize pairs:
-1.74× fp32 against dynamic's 2.31×, and a lower embedding cosine (0.9952 against 0.9973), with
+1.74× fp32 against dynamic's 2.33×, and a lower embedding cosine (0.9952 against 0.9973), with
 calibration images to choose. Dynamic needs none: it measures each activation's range per batch.
 
 No pre-processing pass (quant_pre_process): its shape inference is already done by fuse_for_ort,

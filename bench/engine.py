@@ -6,12 +6,15 @@ unoptimised  torch.onnx's dynamo export as it comes (what a plain export would s
 fast         the bundle's model.onnx: packed-qkv Attention and BiasGelu fused for ORT
 explain      the bundle's explain.onnx: explicit attention weights, rollout inside the graph
 
-Rows cover the demo bundle (when it exists) and a random ViT-B/16 exported here. The float32 rows
-come twice: with ORT's default online optimisations (ORT_ENABLE_ALL), so fast ÷ unoptimised is
-what the offline fusion adds on top of what ORT does anyway when it loads a plain export, and with
-them off (ORT_DISABLE_ALL), which shows the graphs as written. All sessions of one model and
+Rows cover the demo bundle (when it exists) and random ViT-S/16 and ViT-B/16 exported here. The
+float32 rows come twice: with ORT's default online optimisations (ORT_ENABLE_ALL), so fast ÷
+unoptimised is what the offline fusion adds on top of what ORT does anyway when it loads a plain
+export, and with them off (ORT_DISABLE_ALL), which shows the graphs as written. The int8 rows are
+the fast and explain graphs as `vit-export --precision int8` quantises them, with int8 ÷ fp32 per
+graph. Every row names the provider its session reports it got. All sessions of one model and
 provider are timed in the same interleaved rounds. CUDA columns appear only where the CUDA
-provider is installed and a GPU answers.
+provider is installed and a GPU answers; there the fp16 graphs are also checked against the fp32
+ones on CUDA (bench/cuda_parity.py).
 """
 
 from __future__ import annotations
@@ -21,32 +24,21 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import onnx
-import onnx_ir as ir
 import onnxruntime as ort
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from model_export.checkpoints import load_checkpoint  # noqa: E402
-from model_export.export_graphs import (  # noqa: E402
-    ExplainGraph,
-    FastGraph,
-    Graph,
-    count_fused_attention,
-    export_graph,
-    fuse_for_ort,
-    to_fp16,
-)
-from model_export.model import ViT  # noqa: E402
-from model_export.presets import preset  # noqa: E402
-from service.bundle import EXPLAIN, FAST, INPUT, MANIFEST, OUTPUTS, load_bundle  # noqa: E402
+from cases import Case, demo_cases, graph_for, random_cases  # noqa: E402
+from cuda_parity import check_fp16_on_cuda  # noqa: E402
+
+from model_export.presets import PRESETS  # noqa: E402
+from service.bundle import INPUT, MANIFEST  # noqa: E402
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 MIN_ROUNDS = 3
@@ -54,17 +46,9 @@ K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
-class Case:
-    model: str
-    graph: str  # unoptimised | fast | explain
-    proto: onnx.ModelProto
-    image_hw: tuple[int, int]  # the graph's input (H, W)
-
-
-@dataclass(frozen=True)
 class Column:
     provider: str
-    precision: str  # fp32 | fp16 (fp16 only on CUDA: CPU kernels compute float16 slowly)
+    precision: str  # fp32 | fp16 (only on CUDA: CPU kernels compute float16 slowly) | int8 (CPU)
     online: bool = True  # ORT's load-time graph optimisations: ENABLE_ALL, or DISABLE_ALL
 
 
@@ -101,37 +85,11 @@ def best_images_per_second(
     return {graph: batch / t for graph, t in best.items()}
 
 
-def demo_cases(bundle: Path, checkpoint: Path) -> Iterator[Case]:
-    manifest = load_bundle(bundle)
-    name, size = f"{manifest.name} ({bundle})", manifest.image_hw
-    if checkpoint.exists():
-        model = load_checkpoint(checkpoint).model
-        plain = ir.to_proto(export_graph(FastGraph(model), size, OUTPUTS[FAST]))
-        yield Case(name, "unoptimised", plain, size)
-    for role in (FAST, EXPLAIN):
-        yield Case(name, role, onnx.load(bundle / manifest.graphs[role].file), size)
-
-
-def vit_b16_cases() -> Iterator[Case]:
-    """A random ViT-B/16 at 224 px: the paper's base model, the size users bring."""
-    torch.manual_seed(0)
-    model = ViT(preset("vit-b16")).eval()
-    name = "random ViT-B/16 (86M params, 224 px)"
-    size = (224, 224)
-    plain = export_graph(FastGraph(model), size, OUTPUTS[FAST])
-    yield Case(name, "unoptimised", ir.to_proto(plain), size)  # a copy: fusion rewrites in place
-    yield Case(name, "fast", fuse_for_ort(plain).proto, size)
-    explain = fuse_for_ort(export_graph(ExplainGraph(model), size, OUTPUTS[EXPLAIN]))
-    yield Case(name, "explain", explain.proto, size)
-
-
 def session_for(case: Case, column: Column, threads: int) -> ort.InferenceSession | None:
     """A session for this cell, or None for cells that are not measured."""
-    proto = case.proto
-    if column.precision == "fp16":
-        if case.graph == "unoptimised":
-            return None  # fp16 ships only as the fused graphs
-        proto = to_fp16(Graph(proto, count_fused_attention(proto))).proto
+    proto = graph_for(case, column.precision)
+    if proto is None:
+        return None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ORT's default, one per physical core
     if not column.online:
@@ -145,54 +103,87 @@ def session_for(case: Case, column: Column, threads: int) -> ort.InferenceSessio
 
 
 def columns() -> list[Column]:
-    cols = [Column(CPU, "fp32"), Column(CPU, "fp32", online=False)]
+    cols = [Column(CPU, "fp32"), Column(CPU, "fp32", online=False), Column(CPU, "int8")]
     if CUDA in ort.get_available_providers():
         cols += [Column(CUDA, "fp32"), Column(CUDA, "fp32", online=False), Column(CUDA, "fp16")]
     return cols
 
 
+Key = tuple[str, str, Column]  # (model, graph, column)
+
+
+@dataclass(frozen=True)
+class Results:
+    ips: dict[Key, dict[int, float]]  # batch → images/s
+    got: dict[Key, list[str]]  # the providers each session reports it runs on, in order
+
+
 def measure(
     cases: list[Case], cols: list[Column], batches: list[int], seconds: float, threads: int = 0
-) -> dict[tuple[str, str, Column], dict[int, float]]:
-    """(model, graph, column) → {batch: images/s}; a model's graphs are timed side by side, with
-    and without ORT's online optimisations in the same rounds."""
-    results: dict[tuple[str, str, Column], dict[int, float]] = {}
+) -> Results:
+    """A model's graphs on one provider are timed side by side: fp32 with and without ORT's online
+    optimisations and int8 in the same rounds, so their ratios share the same disturbances."""
+    ips: dict[Key, dict[int, float]] = {}
+    got: dict[Key, list[str]] = {}
     models = list(dict.fromkeys(c.model for c in cases))
     for model in models:
         group = [c for c in cases if c.model == model]
-        for device in dict.fromkeys((col.provider, col.precision) for col in cols):
+        for provider in dict.fromkeys(col.provider for col in cols):
             sessions = {
                 (c.graph, col): s
                 for col in cols
-                if (col.provider, col.precision) == device
+                if col.provider == provider
                 for c in group
                 if (s := session_for(c, col, threads)) is not None
             }
+            for (graph, col), session in sessions.items():
+                got[(model, graph, col)] = session.get_providers()
             for batch in batches:
-                ips = best_images_per_second(sessions, batch, seconds)
-                for (graph, col), value in ips.items():
-                    results.setdefault((model, graph, col), {})[batch] = value
-                print(f"  measured {model}, {' '.join(device)}, batch {batch}", file=sys.stderr)
-    return dict(
-        sorted(results.items(), key=lambda kv: (models.index(kv[0][0]), cols.index(kv[0][2])))
-    )
+                per_graph = best_images_per_second(sessions, batch, seconds)
+                for (graph, col), value in per_graph.items():
+                    ips.setdefault((model, graph, col), {})[batch] = value
+                print(f"  measured {model}, {provider}, batch {batch}", file=sys.stderr)
+    order = sorted(ips, key=lambda k: (models.index(k[0]), cols.index(k[2])))
+    return Results({k: ips[k] for k in order}, got)
 
 
-def table(results: dict[tuple[str, str, Column], dict[int, float]], batches: list[int]) -> str:
-    """Markdown: one row per (model, graph, provider), then fast ÷ unoptimised per model."""
-    head = "| model | graph | provider | " + " | ".join(f"batch {b}" for b in batches) + " |"
-    lines = [head, "|" + "---|" * (3 + len(batches))]
-    for (model, graph, col), per_batch in results.items():
-        cells = " | ".join(f"{per_batch[b]:.1f}" for b in batches)
-        lines.append(f"| {model} | {graph} | {_provider(col)} | {cells} |")
-        plain = results.get((model, "unoptimised", col))
-        if graph == "fast" and plain:
-            ratios = " | ".join(f"**{per_batch[b] / plain[b]:.2f}×**" for b in batches)
-            lines.append(f"| {model} | fast ÷ unoptimised | {_provider(col)} | {ratios} |")
+def table(results: Results, batches: list[int]) -> str:
+    """Markdown: one row per (model, graph, column) with the providers its session got, each
+    followed by its ratio row where it has one."""
+    head = "| model | graph | column | session got | " + " | ".join(f"batch {b}" for b in batches)
+    lines = [head + " |", "|" + "---|" * (4 + len(batches))]
+    for key, per_batch in results.ips.items():
+        model, graph, col = key
+        got = ", ".join(p.removesuffix("ExecutionProvider") for p in results.got[key])
+        cells = _cells(per_batch, batches)
+        lines.append(f"| {model} | {graph} | {_column(col)} | {got} | {cells} |")
+        if ratio := _ratio_row(results, key, batches):
+            lines.append(ratio)
     return "\n".join(lines)
 
 
-def _provider(col: Column) -> str:
+def _ratio_row(results: Results, key: Key, batches: list[int]) -> str | None:
+    """fast ÷ unoptimised in the same column; int8 ÷ fp32 per graph, online optimisations on."""
+    model, graph, col = key
+    if col.precision == "int8":
+        base, what = (model, graph, Column(col.provider, "fp32")), f"{graph} int8 ÷ fp32"
+    elif graph == "fast":
+        base, what = (model, "unoptimised", col), "fast ÷ unoptimised"
+    else:
+        return None
+    if base not in results.ips:
+        return None
+    ratio = {b: results.ips[key][b] / results.ips[base][b] for b in batches}
+    return f"| {model} | {what} | {_column(col)} | | {_cells(ratio, batches, '×')} |"
+
+
+def _cells(per_batch: dict[int, float], batches: list[int], unit: str = "") -> str:
+    if unit:
+        return " | ".join(f"**{per_batch[b]:.2f}{unit}**" for b in batches)
+    return " | ".join(f"{per_batch[b]:.1f}" for b in batches)
+
+
+def _column(col: Column) -> str:
     online = "" if col.online else ", no online opt."
     return f"{col.provider.removesuffix('ExecutionProvider')} {col.precision}{online}"
 
@@ -215,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ORT intra-op threads (0: one per core; 1 on a machine shared with other work, "
         "where spinning worker threads fight the other processes for the cores)",
     )
-    p.add_argument("--no-vit-b", action="store_true", help="skip the ViT-B/16-sized model")
+    p.add_argument(
+        "--presets",
+        nargs="*",
+        default=["vit-s16", "vit-b16"],
+        choices=sorted(PRESETS),
+        help="paper presets to export with random weights and measure (none: only the bundle)",
+    )
     args = p.parse_args(argv)
 
     cases: list[Case] = []
@@ -226,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{args.checkpoint} not found: no unoptimised row for the demo bundle")
     else:
         notes.append(f"{args.bundle} has no bundle yet (run `make bundle`): demo rows skipped")
-    if not args.no_vit_b:
-        cases += vit_b16_cases()
+    for name in args.presets:
+        cases += random_cases(name)
     cols = columns()
-    if len(cols) == 1:
+    if not any(col.provider == CUDA for col in cols):
         notes.append("CUDAExecutionProvider not available: CUDA fp32/fp16 columns skipped")
+    notes += check_fp16_on_cuda(cases)
 
     results = measure(cases, cols, args.batches, args.seconds, args.threads)
     threads = args.threads or "default"

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch import nn
 
 from model_export import checkpoints
 from model_export.checkpoints import CheckpointError
-from model_export.export_check import check_pixels, reference_input, validate
+from model_export.export_check import check_pixels, read_check_images, reference_input, validate
 from model_export.export_graphs import (
     ExplainGraph,
     ExportError,
@@ -31,6 +32,7 @@ from model_export.export_graphs import (
     fuse_for_ort,
     to_fp16,
 )
+from model_export.export_int8 import INT8_GATE, Int8Gate, to_int8
 from model_export.export_manifest import backbone_spec, graph_spec, source_sha256, tool_versions
 from model_export.export_pixels import with_pixel_input
 from model_export.model import ViT
@@ -51,6 +53,7 @@ from service.bundle import (
 )
 
 GRAPH_FILES = {FAST: "model.onnx", EXPLAIN: "explain.onnx"}
+PRECISIONS = ("fp32", "fp16", "int8")
 PROTOBUF_LIMIT = 2**31  # one .onnx file holds at most 2 GB; bundles keep weights inside the graph
 # uint8 pixels, normalised in the graph. NHWC because PIL decodes to (H, W, 3): the host copies
 # each image into its batch row as it is, and the graph's transpose costs less than the host's
@@ -71,11 +74,13 @@ def export_bundle(
     force: bool = False,
     check_images: list[np.ndarray] | None = None,
     pixels: PixelFormat = PIXELS,
+    int8_gate: Int8Gate = INT8_GATE,
 ) -> BundleManifest:
     """Write a checked bundle for model to out; raise ExportError (nothing written) otherwise.
 
     check_images: (H, W, 3) uint8 RGB pictures of any size for the parity check; None draws some.
     pixels: what the graphs take; float32 makes the graphs of schema 1, normalised by the host.
+    int8_gate: what an int8 export must keep of the float32 model.
     """
     out = Path(out)
     model = model.eval()
@@ -87,7 +92,8 @@ def export_bundle(
     staging.mkdir()  # not mkdtemp: its 0700 mode would travel with the bundle
     try:
         source = Source(format=source_format, sha256=source_sha256)
-        manifest = _build(model, staging, name, version, precision, source, check_images, pixels)
+        checks = _Checks(precision, check_images, int8_gate)
+        manifest = _build(model, staging, name, version, source, checks, pixels)
         manifest.write(staging)
         load_bundle(staging)  # the service's own reader must accept what we wrote
         _check_destination(out, force)
@@ -105,15 +111,14 @@ def _build(
     folder: Path,
     name: str,
     version: str,
-    precision: Precision,
     source: Source,
-    check_images: list[np.ndarray] | None,
+    checks: _Checks,
     pixel_format: PixelFormat,
 ) -> BundleManifest:
-    config = model.config
+    config, precision = model.config, checks.precision
     model = fold_weight_standardisation(copy.deepcopy(model))  # a hybrid's kernels, as constants
     preprocess = bundle_preprocess(config)
-    pixels = check_pixels(config, check_images, pixel_format)  # (64, H, W, 3) uint8
+    pixels = check_pixels(config, checks.images, pixel_format)  # (64, H, W, 3) uint8
     reference = reference_input(pixels, pixel_format, preprocess)  # (64, 3, H, W) normalised
     graphs: dict[Role, GraphSpec] = {}
     validation: dict[Role, GraphValidation] = {}
@@ -131,11 +136,15 @@ def _build(
             )
         if precision == "fp16":
             graph = to_fp16(graph)
+        elif precision == "int8":
+            graph = to_int8(graph)
         graph = with_pixel_input(graph, pixel_format, preprocess)
         path = folder / GRAPH_FILES[role]
         onnx.save_model(graph.proto, path)
         _run_checker(path)
-        validation[role] = validate(graph.proto, module, pixels, outputs, precision, reference)
+        validation[role] = validate(
+            graph.proto, module, pixels, outputs, precision, reference, checks.gate
+        )
         graphs[role] = graph_spec(graph, path)
     labels = list(config.labels) or [f"class_{i}" for i in range(config.num_classes)]
     return BundleManifest(
@@ -158,10 +167,17 @@ def _build(
     )
 
 
+@dataclass(frozen=True)
+class _Checks:
+    precision: Precision
+    images: list[np.ndarray] | None  # None: the exporter draws its own
+    gate: Int8Gate
+
+
 def _check_supported(model: ViT, precision: str, allow_untrained_head: bool) -> None:
     config = model.config
-    if precision not in ("fp32", "fp16"):
-        raise ExportError(f"unsupported precision {precision!r}; choose fp32 or fp16")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unsupported precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if config.num_classes < 1 or not isinstance(model.head, nn.Linear):
         raise ExportError("unsupported configuration: the model has no classification head")
     if config.channels != 3:
@@ -210,9 +226,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=PRECISIONS,
         default="fp32",
-        help="fp16: float16 weights and compute, for the CUDA provider; inputs, outputs float32",
+        help="fp16: float16 weights and compute, for the CUDA provider; int8: dense layers in int8 "
+        "(dynamic quantisation), for CPU hosts; inputs, outputs float32 in all",
+    )
+    p.add_argument(
+        "--check-images",
+        type=Path,
+        help="folder of your own pictures (up to 256) for the self-check, instead of drawn shapes; "
+        "what int8 and fp16 must keep top-1 on",
     )
     p.add_argument("--name", help="model name in model.json (default: the checkpoint's name)")
     p.add_argument("--version", default="1", help="model version in model.json")
@@ -242,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source_sha256=source_sha256(args.checkpoint),
             allow_untrained_head=args.allow_untrained_head,
             force=args.force,
+            check_images=read_check_images(args.check_images) if args.check_images else None,
         )
     except (CheckpointError, ExportError, OSError) as e:
         print(f"vit-export: error: {e}", file=sys.stderr)
@@ -264,9 +288,14 @@ def _summary(out: Path, m: BundleManifest) -> str:
         lines.append(
             f"  {m.graphs[role].file} vs PyTorch on {v.images} images at batches {v.batch_sizes}: "
             f"max rel error {worst}; top-1 agreement {v.top1_agreement:.2%}, "
-            f"embedding cosine >= {v.embedding_cosine_min:.6f}"
+            f"embedding cosine >= {v.embedding_cosine_min:.6f}" + _rollout_figure(v)
         )
     return "\n".join(lines)
+
+
+def _rollout_figure(v: GraphValidation) -> str:
+    r = v.rollout_correlation_min
+    return "" if r is None else f", rollout correlation >= {r:.4f}"
 
 
 if __name__ == "__main__":

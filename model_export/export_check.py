@@ -12,6 +12,7 @@ axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,19 +21,23 @@ import torch
 from torch import nn
 
 from model_export.export_graphs import ExportError
+from model_export.export_int8 import INT8_GATE, Int8Gate
 from model_export.model import ViTConfig
-from model_export.preprocessing import array_pixels
+from model_export.preprocessing import TRAINING_MAX_PIXELS, array_pixels
 from model_export.shapes import CLASSES, draw_shape
 from service.bundle import (
     EMBEDDING,
     INPUT,
     LOGITS,
+    ROLLOUT,
     GraphValidation,
     OutputError,
     PixelFormat,
     Precision,
     Preprocess,
 )
+from service.errors import ServiceError
+from service.images import decode
 
 BATCH_SIZES = (1, 3, 32)
 SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
@@ -40,6 +45,7 @@ FP32_MAX_REL = 1e-4
 FP16_MIN_TOP1 = 0.99
 FP16_MIN_COSINE = 0.999
 MIN_DRAW_SIZE = 32  # pictures are drawn at least this big, then resized like any input
+MAX_CHECK_IMAGES = 256  # a user's own: with as many noise images, (512, 3, 224, 224) is 300 MB
 
 
 class CheckFailed(ExportError):
@@ -56,6 +62,24 @@ def draw_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
 def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return list(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+
+
+def read_check_images(folder: Path) -> list[np.ndarray]:
+    """(H, W, 3) uint8 RGB arrays of the first MAX_CHECK_IMAGES files under folder that the service
+    can decode (name order, sub-folders included), decoded as the service decodes a request."""
+    if not folder.is_dir():
+        raise ExportError(f"check images: {folder} is not a folder")
+    images = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            images.append(np.asarray(decode(path.read_bytes(), TRAINING_MAX_PIXELS)))
+        except (OSError, ServiceError):
+            continue  # not an image (a label file, a README): the folder is the user's
+        if len(images) == MAX_CHECK_IMAGES:
+            break
+    if not images:
+        raise ExportError(f"check images: no file in {folder} decodes as an image")
+    return images
 
 
 def check_pixels(
@@ -109,13 +133,14 @@ def validate(
     output_names: Sequence[str],
     precision: Precision,
     reference: torch.Tensor,
+    int8_gate: Int8Gate = INT8_GATE,
 ) -> GraphValidation:
     """Run the graph on ORT's CPU provider at every batch size on `pixels`, and the module on
     `reference` (the same pixels, normalised); raise CheckFailed on drift."""
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = torch_outputs(module, reference, output_names)
     errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
-    top1, cosine = 1.0, 1.0
+    top1, cosine, rollout = 1.0, 1.0, 1.0
     for batch in BATCH_SIZES:
         subset = pixels if batch == max(BATCH_SIZES) else pixels[:SMALL_BATCH_IMAGES]
         got = ort_outputs(session, subset, output_names, batch)
@@ -126,14 +151,17 @@ def validate(
             errors[name] = [max(errors[name][0], abs_err), max(errors[name][1], rel_err)]
         top1 = min(top1, _top1_agreement(got[LOGITS], expected[LOGITS]))
         cosine = min(cosine, _min_cosine(got[EMBEDDING], expected[EMBEDDING]))
+        if ROLLOUT in output_names:
+            rollout = min(rollout, _min_correlation(got[ROLLOUT], expected[ROLLOUT]))
     result = GraphValidation(
         batch_sizes=list(BATCH_SIZES),
         images=len(pixels),
         outputs={n: OutputError(max_abs=e[0], max_rel=e[1]) for n, e in errors.items()},
         top1_agreement=top1,
         embedding_cosine_min=cosine,
+        rollout_correlation_min=rollout if ROLLOUT in output_names else None,
     )
-    _enforce(result, precision)
+    _enforce(result, precision, int8_gate)
     return result
 
 
@@ -148,17 +176,41 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((dot / np.maximum(norms, 1e-12)).min())
 
 
-def _enforce(v: GraphValidation, precision: Precision) -> None:
+def _min_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Worst per-row Pearson correlation of a (B, N) with b's first B rows."""
+    a, b = a - a.mean(-1, keepdims=True), b[: len(a)] - b[: len(a)].mean(-1, keepdims=True)
+    return _min_cosine(a, b)
+
+
+def _enforce(v: GraphValidation, precision: Precision, int8_gate: Int8Gate) -> None:
     figures = ", ".join(
         f"{name} max_abs={e.max_abs:.3g} max_rel={e.max_rel:.3g}" for name, e in v.outputs.items()
     )
     figures += f", top1_agreement={v.top1_agreement:.4f}, cosine_min={v.embedding_cosine_min:.6f}"
+    if v.rollout_correlation_min is not None:
+        figures += f", rollout_correlation_min={v.rollout_correlation_min:.4f}"
     if precision == "fp32":
         worst = max(e.max_rel for e in v.outputs.values())
         if worst > FP32_MAX_REL:
             raise CheckFailed(f"fp32 graph drifts from PyTorch beyond {FP32_MAX_REL:g}: {figures}")
+    elif precision == "int8":
+        _enforce_int8(v, int8_gate, figures)
     elif v.top1_agreement < FP16_MIN_TOP1 or v.embedding_cosine_min < FP16_MIN_COSINE:
         raise CheckFailed(
             f"fp16 graph needs top-1 agreement >= {FP16_MIN_TOP1} and embedding cosine >= "
             f"{FP16_MIN_COSINE}: {figures}"
+        )
+
+
+def _enforce_int8(v: GraphValidation, gate: Int8Gate, figures: str) -> None:
+    rollout = 1.0 if v.rollout_correlation_min is None else v.rollout_correlation_min
+    if (
+        v.top1_agreement < gate.min_top1
+        or v.embedding_cosine_min < gate.min_cosine
+        or rollout < gate.min_rollout_correlation
+    ):
+        raise CheckFailed(
+            f"int8 graph needs top-1 agreement >= {gate.min_top1}, embedding cosine >= "
+            f"{gate.min_cosine} and rollout correlation >= {gate.min_rollout_correlation}: "
+            f"{figures}"
         )

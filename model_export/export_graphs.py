@@ -47,7 +47,7 @@ from model_export.model import ViT
 from service.bundle import ATTENTION_DISTANCE, EXPLAIN, FAST, INPUT, OUTPUTS
 
 OPSET = 18  # >= 17 for LayerNormalization; 18 is the dynamo exporter's native opset
-FUSED_ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention"})  # com.microsoft kernels
+FUSED_ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention", "QAttention"})  # com.microsoft
 MS_DOMAIN = "com.microsoft"
 
 # The exporter logs a warning per torchvision op it cannot register; this project never uses them.

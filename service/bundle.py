@@ -23,7 +23,7 @@ MANIFEST = "model.json"
 Role = Literal["fast", "explain"]
 FAST: Final = "fast"
 EXPLAIN: Final = "explain"
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]  # int8: dense layers only; IO float32
 
 # The graphs' tensor names: the exporter writes them, the engine feeds and fetches them, the routes
 # read them. Declared here only.
@@ -117,6 +117,8 @@ class GraphValidation(_Strict):
     outputs: dict[str, OutputError]  # per output name
     top1_agreement: float  # fraction of images whose arg-max class matches PyTorch
     embedding_cosine_min: float
+    # worst per-image Pearson correlation of the rollout with PyTorch's (graphs that answer one)
+    rollout_correlation_min: float | None = None
 
 
 class BundleManifest(_Strict):

@@ -75,6 +75,20 @@ def legacy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def int8_demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained demo checkpoint (checkpoints/demo) exported with --precision int8, once."""
+    pytest.importorskip("torch")
+    from model_export.export import main
+
+    checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    if not (checkpoint / "model.safetensors").is_file():
+        pytest.skip("checkpoints/demo is not there")
+    out = tmp_path_factory.mktemp("bundles") / "demo-int8"
+    assert main([str(checkpoint), "--out", str(out), "--precision", "int8"]) == 0
+    return out
+
+
 def picture(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
     """An RGB picture: a two-colour gradient with a filled ellipse and rectangle."""
     rng = np.random.default_rng(seed)

@@ -125,7 +125,7 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         (lambda d: d.update(heads=5), "not divisible by heads 5"),
         (lambda d: d["graphs"].pop("fast"), "graphs must include 'fast'"),
         (lambda d: d.update(labels=[]), "labels"),
-        (lambda d: d.update(precision="int8"), "precision"),
+        (lambda d: d.update(precision="int4"), "precision"),
         (lambda d: d.update(schema_version=3), "schema_version"),
         (lambda d: d.update(pixels={"dtype": "uint8", "layout": "NCHW"}), "takes float32 pixels"),
         (lambda d: uint8(d).update(pixels={"dtype": "uint8"}), r"pixels has shape \[.*32, 3\]"),

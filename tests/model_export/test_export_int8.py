@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from model_export.checkpoints import load_checkpoint, save_native
-from model_export.export import main
+from model_export.export import PIXELS, main
 from model_export.export_check import CheckFailed, draw_images, validate
 from model_export.export_graphs import ExplainGraph, export_graph, fuse_for_ort
 from model_export.export_int8 import Int8Gate, to_int8
@@ -47,7 +47,9 @@ def test_int8_bundle_quantises_the_dense_layers_and_passes_its_gates(
     assert manifest.precision == "int8"
     for role in (FAST, EXPLAIN):
         graph = manifest.graphs[role]
-        assert {t.dtype for t in graph.inputs + graph.outputs} == {"float32"}  # IO unchanged
+        # IO as every bundle's: uint8 pixels in (normalised in the graph), float32 answers out
+        assert [t.dtype for t in graph.inputs] == ["uint8"]
+        assert {t.dtype for t in graph.outputs} == {"float32"}
         v = manifest.validation[role]
         assert v.top1_agreement >= 0.99 and v.embedding_cosine_min >= 0.99
     assert manifest.validation[EXPLAIN].rollout_correlation_min >= 0.95
@@ -76,11 +78,13 @@ def test_explain_graph_quantises_weights_but_never_the_attention_weights(
 def test_int8_answers_like_pytorch_on_fresh_pictures(int8_demo_bundle: Path) -> None:
     model = load_checkpoint(DEMO).model
     config = model.config
-    pixels = array_pixels(draw_images(24, 224, seed=77), config)  # not the check's seed
+    images = draw_images(24, 224, seed=77)  # not the check's seed
+    pixels = array_pixels(images, config, PIXELS)  # (24, 224, 224, 3) uint8, as the graph takes
+    reference = torch.from_numpy(array_pixels(images, config))  # (24, 3, 224, 224) normalised
     logits, rollout = run(int8_demo_bundle / "explain.onnx", pixels, [LOGITS, ROLLOUT])
     with torch.no_grad():
-        ref_logits = model(torch.from_numpy(pixels)).logits.numpy()
-        ref_rollout = ExplainGraph(model)(torch.from_numpy(pixels))[2].numpy()
+        ref_logits = model(reference).logits.numpy()
+        ref_rollout = ExplainGraph(model)(reference)[2].numpy()
     np.testing.assert_array_equal(logits.argmax(1), ref_logits.argmax(1))
     for got, want in zip(rollout, ref_rollout, strict=True):
         assert np.corrcoef(got, want)[0, 1] > 0.95
@@ -92,11 +96,14 @@ def test_gate_refuses_a_rollout_below_its_bound() -> None:
     torch.manual_seed(0)
     module = ExplainGraph(ViT(TINY).eval())
     graph = to_int8(fuse_for_ort(export_graph(module, (32, 32), module.outputs)))
-    pixels = array_pixels(draw_images(8, 64, seed=5), TINY)
+    pixels = array_pixels(draw_images(8, 64, seed=5), TINY)  # float32: no pixel front here
+    reference = torch.from_numpy(pixels)
     gate = Int8Gate(min_top1=0.0, min_cosine=0.0, min_rollout_correlation=1.01)  # unreachable
     with pytest.raises(CheckFailed, match=r"int8 graph needs .* rollout_correlation_min=0\.9"):
-        validate(graph.proto, module, pixels, module.outputs, "int8", gate)
-    passed = validate(graph.proto, module, pixels, OUTPUTS[EXPLAIN], "int8", Int8Gate(0, 0, 0.5))
+        validate(graph.proto, module, pixels, module.outputs, "int8", reference, gate)
+    passed = validate(
+        graph.proto, module, pixels, OUTPUTS[EXPLAIN], "int8", reference, Int8Gate(0, 0, 0.5)
+    )
     assert passed.rollout_correlation_min is not None and passed.rollout_correlation_min > 0.5
 
 

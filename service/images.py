@@ -72,7 +72,7 @@ class Preprocessor:
 
     Serving also passes the decode limits: `max_bytes` refuses one image whose decode would take
     more memory (413), and `memory` makes concurrent decodes share one byte budget; and chooses
-    `scaled_decode` (VIT_EXACT_DECODE turns it off). Training leaves it off: see the README.
+    `scaled_decode` (VIT_EXACT_DECODE=false turns it on). Training leaves it off: see the README.
     """
 
     preprocess: Preprocess

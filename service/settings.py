@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         description="request bytes held at once before 429 (default: limit/8, ≤ 1 GiB)",
     )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
+    # False: a JPEG at least twice the input is decoded at 1/2, 1/4 or 1/8 inside libjpeg-turbo,
+    # 2-3× cheaper, but the demo's top-1 then differs from the full decode's on 3.2 % of such
+    # images (docs/benchmarks.md), over the 0.5 % allowed for a default. True: decoded in full,
+    # as in training, bit for bit.
+    exact_decode: bool = Field(
+        True,
+        description="decode JPEGs in full (false: at the smallest DCT scale that covers the input)",
+    )
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
     api_key: SecretStr | None = Field(
         None, description="require 'Authorization: Bearer <key>' (prefer VIT_API_KEY to the flag)"

@@ -28,9 +28,9 @@ PREPROCESS = st.builds(
 )
 
 
-def check(data: bytes, preprocess: Preprocess, scaled: bool = True) -> str:
+def check(data: bytes, preprocess: Preprocess, scaled: bool) -> str:
     """Run the property on one input; returns what happened ("decoded" or the error code).
-    scaled: JPEGs at a DCT scale (the service's default), or in full (VIT_EXACT_DECODE)."""
+    scaled: JPEGs at a DCT scale (VIT_EXACT_DECODE=false), or in full (the default)."""
     try:
         prepared = Preprocessor(preprocess, S, MAX_PIXELS, scaled_decode=scaled)(data)
     except ServiceError as e:

@@ -4,15 +4,20 @@ the heat-map overview and the memory it reserves stay right."""
 from __future__ import annotations
 
 import io
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.app import create_app
 from service.bundle import Preprocess
 from service.errors import ImageTooLarge
 from service.image_costs import dct_scale, decoded_bytes
 from service.images import (
+    OVERVIEW_SIDE,
     Preprocessor,
     Size,
     least_decode,
@@ -20,6 +25,7 @@ from service.images import (
     open_image,
     overview_size,
 )
+from service.settings import Settings
 
 SQUASH = Preprocess(
     mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic", resize_mode="squash", crop_pct=1.0
@@ -29,6 +35,7 @@ CROP = Preprocess(
 )
 QUADRANTS = ((230, 30, 30), (30, 200, 40), (40, 40, 220), (240, 220, 40))  # TL, TR, BL, BR
 MAX_PIXELS = 40_000_000
+JPEG = {"Content-Type": "image/jpeg"}
 
 
 def quadrants(width: int, height: int) -> Image.Image:
@@ -175,3 +182,32 @@ def test_an_image_too_costly_to_decode_in_full_is_served_when_scaled() -> None:
     with pytest.raises(ImageTooLarge, match="2000×1500 RGB image takes about 40 MiB"):
         exact(data)
     assert fast(data).pixels.shape == (3, 32, 32)
+
+
+def test_the_setting_reaches_the_decoder_and_the_heat_map_keeps_the_files_shape(
+    tiny_bundle: Path,
+) -> None:
+    """The same app with and without VIT_EXACT_DECODE: a large JPEG's embedding moves (it was
+    decoded at 1/8), a small one's does not, and /attention draws over the file's overview."""
+    grainy = np.random.default_rng(0).integers(0, 256, (600, 900, 3), dtype=np.uint8)
+    large, small = jpeg(Image.fromarray(grainy)), jpeg(Image.fromarray(grainy[:60, :60]))
+    embeddings, wide = {}, jpeg(quadrants(3000, 1000))
+    for exact in (True, False):
+        settings = Settings(
+            bundle=tiny_bundle, providers="cpu", max_batch_size=1, exact_decode=exact
+        )
+        with TestClient(create_app(settings)) as c:
+            deadline = time.monotonic() + 60
+            while c.get("/readyz").status_code != 200:  # warming up
+                assert time.monotonic() < deadline, "the app never became ready"
+                time.sleep(0.02)
+            embeddings[exact] = [embed(c, data) for data in (large, small)]
+            answer = c.post("/attention?format=png", content=wide, headers=JPEG)
+            assert Image.open(io.BytesIO(answer.content)).size == (OVERVIEW_SIDE, 341)
+    assert not np.array_equal(embeddings[True][0], embeddings[False][0])
+    np.testing.assert_array_equal(embeddings[True][1], embeddings[False][1])
+
+
+def embed(client: TestClient, data: bytes) -> np.ndarray:
+    answer = client.post("/embed", content=data, headers=JPEG)
+    return np.asarray(answer.json()["results"][0]["embedding"], np.float32)

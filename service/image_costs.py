@@ -9,12 +9,16 @@ inside the bounds: a JPEG has 5–30 segments before its scan, a PNG a few chunk
 per 8–64 kB, a GIF a handful of extension blocks.
 
 `decoded_bytes` estimates the peak memory a decode takes from the header alone (size × how PIL
-stores the mode), so a 16-bit or float image counts what it really costs, not its pixel count.
+stores the mode), so a 16-bit or float image counts what it really costs, not its pixel count. A
+JPEG set to decode at a DCT scale (images.open_image) counts its smaller image, plus what libjpeg
+still holds at full size: a progressive (or multi-scan) file's coefficients, 2 bytes a sample for
+the whole picture whatever the scale (a 6000×4000 progressive JPEG decoded at 1/8 peaks at 142 MiB,
+of which 137 are coefficients).
 """
 
 from __future__ import annotations
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from service.errors import ImageTooLarge
 
@@ -25,6 +29,7 @@ MAX_GIF_BLOCKS = 4096  # extension sub-blocks before the first frame
 MAX_RLE_PIXELS = 1_000_000  # Pillow decodes RLE BMPs in Python: ~0.3 s per million pixels
 _PNG = b"\x89PNG\r\n\x1a\n"
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_MCU = 32  # pixels: libjpeg pads each band's coefficients to whole MCUs (at most 4×8 samples)
 
 
 def check_structure(data: bytes) -> None:
@@ -50,7 +55,25 @@ def decoded_bytes(image: Image.Image) -> int:
     mode = image.mode
     stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
     alpha = 12 if mode in _ALPHA_MODES or "transparency" in image.info else 0
-    return w * h * (2 * stored + 6 + alpha)
+    return w * h * (2 * stored + 6 + alpha) + _coefficient_bytes(image)
+
+
+def dct_scale(image: Image.Image) -> int:
+    """s when `image` is a JPEG set (Image.draft) to decode at 1/s, else 1: each decoded pixel
+    then stands for s×s of the file's (the last row and column for what is left)."""
+    if isinstance(image, JpegImagePlugin.JpegImageFile) and image.decoderconfig:
+        return int(image.decoderconfig[0])
+    return 1
+
+
+def _coefficient_bytes(image: Image.Image) -> int:
+    """A scaled JPEG's full-size coefficient buffer, counted whether or not the file needs it: a
+    sequential file with several scans needs it too, and only the scan data would tell."""
+    s = dct_scale(image)
+    if s == 1:
+        return 0  # a full decode's buffer fits inside the per-pixel estimate above
+    padded = [-(-side * s // _MCU) * _MCU for side in image.size]  # the file's size, rounded up
+    return 2 * len(image.getbands()) * padded[0] * padded[1]
 
 
 def _too_costly(what: str) -> ImageTooLarge:

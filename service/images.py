@@ -12,21 +12,30 @@ and so does this.
 Where the normalisation runs is the bundle's choice (model.json "pixels"): graphs exported since
 schema 2 take the resized uint8 pixels and normalise in-graph, so the host never makes a float
 copy of an image; older bundles take float32 pixels normalised here.
+
+A JPEG can be decoded smaller: libjpeg-turbo scales inside its inverse DCT (1/2, 1/4, 1/8), at a
+fraction of a full decode's cost. With `scaled_decode`, a JPEG is decoded at the
+smallest of those scales whose picture still gives the resize at least one decoded pixel per
+pixel it makes (`least_decode`), and, when a heat-map will be drawn, still covers its overview.
+This is not bit-identical to a full decode (docs/benchmarks.md measures how close it is); other
+formats, and `decode`, always decode in full.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from service.bundle import LEGACY_PIXELS, PixelFormat, Preprocess
 from service.errors import EmptyBody, ImageTooLarge, InvalidImage
-from service.image_costs import check_structure, decoded_bytes
+from service.image_costs import check_structure, dct_scale, decoded_bytes
 from service.memory import MemoryBudget
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # PIL plugin names; nothing else is tried
@@ -46,13 +55,18 @@ MiB = 1 << 20
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in the decoded image's pixels
 Size = int | tuple[int, int]  # the model input: S (square) or (H, W)
+WH = tuple[int, int]  # (width, height), upright
+Reads = Callable[[WH], WH]  # an image's upright size → the least upright size its decode may have
+_QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations shown turned by 90°: stored W×H is seen H×W
 
 
 @dataclass(frozen=True)
 class Prepared:
     pixels: np.ndarray  # one row of a model input batch: (H, W, 3) uint8, or as PixelFormat says
     image: Image.Image | None  # the decoded RGB picture, kept only when a heat-map will be drawn
-    box: Box  # the part of `image` the model saw (all of it, or the centre crop)
+    # The part of the picture the model saw (all of it, or the centre crop): in `image`'s pixels
+    # when it is kept, else in the file's own (upright) pixels, however it was decoded.
+    box: Box
 
 
 @dataclass(frozen=True)
@@ -61,7 +75,8 @@ class Preprocessor:
     a file's bytes, so both decode and transform through the same lines.
 
     Serving also passes the decode limits: `max_bytes` refuses one image whose decode would take
-    more memory (413), and `memory` makes concurrent decodes share one byte budget.
+    more memory (413), and `memory` makes concurrent decodes share one byte budget; and chooses
+    `scaled_decode` (VIT_EXACT_DECODE=false turns it on). Training leaves it off: see the README.
     """
 
     preprocess: Preprocess
@@ -71,19 +86,49 @@ class Preprocessor:
     max_bytes: int | None = None  # estimated peak decode memory one image may take
     memory: MemoryBudget | None = None
     memory_wait_s: float = 30.0  # how long an image may wait for its share of the budget
+    scaled_decode: bool = False  # JPEGs at the smallest DCT scale that covers what is read
 
     def __call__(self, data: bytes, keep_image: bool = False) -> Prepared:
-        image = open_image(data, self.max_pixels, self.max_bytes)
+        reads = partial(self._reads, keep_image) if self.scaled_decode else None
+        image = open_image(data, self.max_pixels, self.max_bytes, reads)
         with self._held(decoded_bytes(image)):
             rgb = load_rgb(image)
             pixels, box = transform(rgb, self.preprocess, self.image_size, self.pixels)
             if not keep_image:
-                return Prepared(pixels, None, box)
+                return Prepared(pixels, None, _in_file_pixels(box, dct_scale(image)))
             small, small_box = overview(rgb, box)  # the full-size decode is freed here
         return Prepared(pixels, small, small_box)
 
     def _held(self, size: int) -> AbstractContextManager[None]:
         return self.memory.hold(size, self.memory_wait_s) if self.memory else nullcontext()
+
+    def _reads(self, keep_image: bool, size: WH) -> WH:
+        """What this transform reads from an image of upright `size`, and the overview too when
+        a heat-map will be drawn (so the overview is as sharp as a full decode's)."""
+        least = least_decode(self.preprocess, self.image_size)
+        if not keep_image:
+            return least
+        shown = overview_size(size)
+        return max(least[0], shown[0]), max(least[1], shown[1])
+
+
+def least_decode(p: Preprocess, size: Size) -> WH:
+    """The smallest upright (w, h) an image may be decoded at and still give `_resize` at least one
+    decoded pixel per pixel it makes: the model's input when squashed; in crop mode the image the
+    centre crop is cut from (the shorter side at floor(S / crop_pct), or timm's enlarged H×W)."""
+    sh, sw = (size, size) if isinstance(size, int) else size
+    if p.resize_mode == "squash":
+        return sw, sh
+    if sh == sw:
+        short = math.floor(sh / p.crop_pct)
+        return short, short  # both sides at least the shorter side's target
+    return math.floor(sw / p.crop_pct), math.floor(sh / p.crop_pct)
+
+
+def _in_file_pixels(box: Box, scale: int) -> Box:
+    """A box in the pixels of a 1/scale decode → the file's pixels."""
+    left, top, right, bottom = box
+    return left * scale, top * scale, right * scale, bottom * scale
 
 
 def transform(
@@ -127,13 +172,22 @@ def normalise(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
 def overview(image: Image.Image, box: Box) -> tuple[Image.Image, Box]:
     """A copy at most OVERVIEW_SIDE pixels on its longer side (and the box in its pixels): what a
     heat-map is drawn over, kept instead of a decode that may be 40 MP."""
-    scale = min(1.0, OVERVIEW_SIDE / max(image.size))
+    scale = _overview_scale(image.size)
     if scale == 1.0:
         return image, box
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     left, top, right, bottom = box
-    small = image.resize(size, Image.Resampling.BILINEAR)
+    small = image.resize(overview_size(image.size), Image.Resampling.BILINEAR)
     return small, (left * scale, top * scale, right * scale, bottom * scale)
+
+
+def overview_size(size: WH) -> WH:
+    """The size of an image's overview: at most OVERVIEW_SIDE on its longer side."""
+    scale = _overview_scale(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _overview_scale(size: WH) -> float:
+    return min(1.0, OVERVIEW_SIDE / max(size))
 
 
 def decode(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
@@ -141,11 +195,15 @@ def decode(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Image.
     return load_rgb(open_image(data, max_pixels, max_bytes))
 
 
-def open_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
+def open_image(
+    data: bytes, max_pixels: int, max_bytes: int | None = None, reads: Reads | None = None
+) -> Image.Image:
     """The image, opened but not decoded, once its header says it is affordable.
 
     Only headers are read here, so a decompression bomb (a few kB declaring a gigapixel) or a
-    header built to make the parser loop (image_costs) is refused before any work is done.
+    header built to make the parser loop (image_costs) is refused before any work is done. With
+    `reads`, a JPEG is set to decode at the smallest DCT scale that keeps `reads(its size)`, and
+    its cost is that decode's.
     """
     if not data:
         raise EmptyBody("the image is empty (0 bytes)")
@@ -163,6 +221,8 @@ def open_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Im
         raise ImageTooLarge(f"the image is {w}×{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
     if w < 1 or h < 1:
         raise InvalidImage(f"the image is {w}×{h} pixels")
+    if reads is not None and image.format == "JPEG":
+        _draft(image, reads)
     cost = decoded_bytes(image)
     if max_bytes is not None and cost > max_bytes:
         raise ImageTooLarge(
@@ -170,6 +230,23 @@ def open_image(data: bytes, max_pixels: int, max_bytes: int | None = None) -> Im
             f"limit is {max_bytes / MiB:,.0f} MiB"
         )
     return image
+
+
+def _draft(image: Image.Image, reads: Reads) -> None:
+    """Set a JPEG to decode at 1/2, 1/4 or 1/8 where that still keeps `reads` in both axes.
+
+    Pillow's draft picks the largest scale s with the stored size // s ≥ the size asked, in
+    both axes, and libjpeg-turbo then decodes to ceil(W / s) × ceil(H / s), CMYK and grey
+    included; the EXIF turn is applied afterwards (load_rgb), so a quarter-turned file is asked
+    for the transposed size.
+    """
+    try:
+        turned = image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS
+    except Exception as e:  # malformed EXIF: the same verdict load_rgb would give
+        raise InvalidImage("the JPEG image is truncated or corrupt") from e
+    stored = image.size
+    w, h = reads(stored[::-1] if turned else stored)
+    image.draft(None, (max(1, h), max(1, w)) if turned else (max(1, w), max(1, h)))
 
 
 def load_rgb(image: Image.Image) -> Image.Image:

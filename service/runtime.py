@@ -80,6 +80,7 @@ class Runtime:
             max_bytes=settings.max_image_bytes,
             memory=MemoryBudget(decode_budget),
             memory_wait_s=settings.request_timeout_s,
+            scaled_decode=not settings.exact_decode,
         )
         self.pipeline = Pipeline(preprocessor, self.batcher, self._executor, metrics)
         self._phase: Phase = "starting"

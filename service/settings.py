@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="service processes sharing the port, each a full replica"
     )
+    # False: a JPEG at least twice the input is decoded at 1/2, 1/4 or 1/8 inside libjpeg-turbo,
+    # 2-3× cheaper, but the demo's top-1 then differs from the full decode's on 3.2 % of such
+    # images (docs/benchmarks.md), over the 0.5 % allowed for a default. True: decoded in full,
+    # as in training, bit for bit.
+    exact_decode: bool = Field(
+        True,
+        description="decode JPEGs in full (false: at the smallest DCT scale that covers the input)",
+    )
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
     # -- the CUDA provider (service/engine_io.py); no effect on the CPU
     cuda_conv_algo_search: ConvSearch = Field(

@@ -28,10 +28,11 @@ PREPROCESS = st.builds(
 )
 
 
-def check(data: bytes, preprocess: Preprocess) -> str:
-    """Run the property on one input; returns what happened ("decoded" or the error code)."""
+def check(data: bytes, preprocess: Preprocess, scaled: bool) -> str:
+    """Run the property on one input; returns what happened ("decoded" or the error code).
+    scaled: JPEGs at a DCT scale (VIT_EXACT_DECODE=false), or in full (the default)."""
     try:
-        prepared = Preprocessor(preprocess, S, MAX_PIXELS)(data)
+        prepared = Preprocessor(preprocess, S, MAX_PIXELS, scaled_decode=scaled)(data)
     except ServiceError as e:
         assert 400 <= e.status < 500, f"{type(e).__name__} is a {e.status}: {e.message}"
         return e.code
@@ -49,12 +50,15 @@ def test_every_corpus_file_decodes(name: str) -> None:
             mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear", resize_mode=mode,
             crop_pct=0.875,
         )  # fmt: skip
-        assert check(CORPUS[name], preprocess) == "decoded"
+        assert check(CORPUS[name], preprocess, scaled=False) == "decoded"
+        assert check(CORPUS[name], preprocess, scaled=True) == "decoded"
 
 
 @pytest.mark.filterwarnings(  # PIL's notes on a bad header: expected here, the errors are not
     "ignore::UserWarning:PIL", "ignore::PIL.Image.DecompressionBombWarning"
 )
-@given(data=hostile_images(), preprocess=PREPROCESS)
-def test_hostile_bytes_get_a_4xx_or_finite_pixels(data: bytes, preprocess: Preprocess) -> None:
-    event(check(data, preprocess))  # the outcome mix: pytest --hypothesis-show-statistics
+@given(data=hostile_images(), preprocess=PREPROCESS, scaled=st.booleans())
+def test_hostile_bytes_get_a_4xx_or_finite_pixels(
+    data: bytes, preprocess: Preprocess, scaled: bool
+) -> None:
+    event(check(data, preprocess, scaled))  # the outcome mix: pytest --hypothesis-show-statistics

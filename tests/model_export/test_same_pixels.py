@@ -3,7 +3,8 @@
 Each file is one that a careless transform gets wrong (16 bits read as 8, alpha dropped, a
 palette's transparent index shown as its colour, EXIF rotation ignored). The training data path
 (scan + ImageDataset) and the serving path (Preprocessor on the request's bytes) must agree to the
-last bit, in squash and in crop mode.
+last bit, in squash and in crop mode, with or without the scaled JPEG decode: these files are under
+twice the model's input, where the scaled path decodes in full too.
 """
 
 from __future__ import annotations
@@ -94,13 +95,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.parametrize("scaled", [False, True], ids=["exact", "scaled"])
 @pytest.mark.parametrize("mode", ["squash", "crop"])
-def test_training_tensors_equal_serving_pixels(folder: Path, mode: str) -> None:
+def test_training_tensors_equal_serving_pixels(folder: Path, mode: str, scaled: bool) -> None:
     preprocess = PREPROCESS[mode]
     found = scan(folder)
     assert found.skipped == () and len(found.samples) == len(_hostile())
     dataset = ImageDataset(found.samples, _config(preprocess))
-    serve = Preprocessor(preprocess, SIZE, SERVING_MAX_PIXELS)
+    serve = Preprocessor(preprocess, SIZE, SERVING_MAX_PIXELS, scaled_decode=scaled)
     differ = []
     for (path, _), (tensor, _) in zip(found.samples, dataset, strict=True):
         served = serve(path.read_bytes()).pixels  # (3, S, S), as a request with this file gets

@@ -58,8 +58,10 @@ def both(
     preprocess: Preprocess, size: Size, max_bytes: int | None = None
 ) -> tuple[Preprocessor, Preprocessor]:
     """(the exact path, the scaled path) for one model input."""
-    exact = Preprocessor(preprocess, size, MAX_PIXELS, max_bytes, scaled_decode=False)
-    return exact, Preprocessor(preprocess, size, MAX_PIXELS, max_bytes, scaled_decode=True)
+    exact = Preprocessor(preprocess, size, MAX_PIXELS, max_bytes=max_bytes, scaled_decode=False)
+    return exact, Preprocessor(
+        preprocess, size, MAX_PIXELS, max_bytes=max_bytes, scaled_decode=True
+    )
 
 
 def scale_for(data: bytes, preprocess: Preprocess, size: Size) -> int:

@@ -3,8 +3,9 @@
     python bench/frontend.py [--connections 16] [--seconds 10] [--rounds 2]
 
 A 1-block, D=32 ViT at 224 px (exported once into the temp dir) behind the service and behind
-the naive one-call-per-request server, and the service with two worker processes (VIT_WORKERS=2:
-how it scales past one process); 640×480 JPEGs posted raw to /classify, one per request, by
+the naive one-call-per-request server, the service with two worker processes (VIT_WORKERS=2:
+how it scales past one process) and the service with the scaled JPEG decode
+(VIT_EXACT_DECODE=false); 640×480 JPEGs posted raw to /classify, one per request, by
 bench/rawload.py. Per system: images/s, the server's CPU over the window (cores), and images/s
 per server core, the figure that says how many cores would feed a GPU. The load generator's own
 CPU is shown too: it shares the machine.
@@ -21,7 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from bench.pictures import photos  # noqa: E402
 from bench.rawload import Capacity, measure, post  # noqa: E402
-from bench.servers import featherweight, free_port, naive_command, port_of, service_command, serving  # noqa: E402  # noqa: E402
+from bench.servers import (  # noqa: E402
+    featherweight,
+    free_port,
+    naive_command,
+    port_of,
+    service_command,
+    serving,
+)
 
 QUEUE = 256
 
@@ -33,6 +41,10 @@ def capacity(connections: int, seconds: float, rounds: int) -> dict[str, Capacit
     commands = {
         "service": service_command(bundle, free_port(), 32, 5, QUEUE),
         "service, 2 workers": service_command(bundle, free_port(), 32, 5, QUEUE, "--workers=2"),
+        # VIT_EXACT_DECODE=false: JPEGs decoded at a DCT scale (off by default, see its study)
+        "service, scaled decode": service_command(
+            bundle, free_port(), 32, 5, QUEUE, "--exact-decode=false"
+        ),
         "naive": naive_command(bundle, free_port()),
     }
     requests = [post("/classify", image, "image/jpeg") for image in photos(64)]

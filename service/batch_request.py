@@ -1,5 +1,6 @@
 """What the batcher keeps per request and per queued image, and what a request gets back.
 
+`Reservation` is the room a request holds in the batcher's queue while its images decode.
 A request's images may ride in several batches (a request bigger than a batch, or one that shares
 batches with others); its rows are put back together here in the request's own order.
 """
@@ -8,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.errors import ServiceError
+
+if TYPE_CHECKING:
+    from service.batcher import Batcher
 
 
 @dataclass(frozen=True)
@@ -66,3 +71,30 @@ class Entry:
 def unless_cancelled() -> contextlib.suppress:
     """Completing a future its caller cancelled meanwhile (timeout, client gone) is a no-op."""
     return contextlib.suppress(InvalidStateError)
+
+
+class Reservation:
+    """Room for n images in the queue, held while they are decoded; a context manager that gives
+    the room back if the images never arrive (a bad image, a timeout)."""
+
+    def __init__(self, batcher: Batcher, n: int) -> None:
+        self._batcher, self.n, self._held = batcher, n, True
+
+    def submit(self, graph: str, images: Sequence[np.ndarray]) -> Future[BatchResult]:
+        if not self._held:
+            raise RuntimeError("this reservation was already used or released")
+        if len(images) != self.n:
+            raise ValueError(f"reserved {self.n} images, submitted {len(images)}")
+        self._held = False
+        return self._batcher._submit(graph, images)
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._batcher._release(self.n)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from service.batch_request import BatchResult, Entry, Request
+from service.batch_request import BatchResult, Entry, Request, Reservation
 from service.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 from service.metrics import Metrics
 
@@ -40,33 +40,6 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[str, np.ndarray], Mapping[str, np.ndarray]]  # (graph, (B, *row)) → (B, ...)
 State = Literal["new", "running", "closing", "closed", "dead"]
-
-
-class Reservation:
-    """Room for n images in the queue, held while they are decoded; a context manager that gives
-    the room back if the images never arrive (a bad image, a timeout)."""
-
-    def __init__(self, batcher: Batcher, n: int) -> None:
-        self._batcher, self.n, self._held = batcher, n, True
-
-    def submit(self, graph: str, images: Sequence[np.ndarray]) -> Future[BatchResult]:
-        if not self._held:
-            raise RuntimeError("this reservation was already used or released")
-        if len(images) != self.n:
-            raise ValueError(f"reserved {self.n} images, submitted {len(images)}")
-        self._held = False
-        return self._batcher._submit(graph, images)
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._batcher._release(self.n)
-
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class Batcher:

@@ -3,8 +3,9 @@
     python -m model_export.fashion --out checkpoints/fashion        (make demo-fashion)
 
 1. hold out 5,000 of the 60,000 training images (seeded, per class) for model selection;
-2. pre-train from scratch at 28 px, patch 4 (7×7 patches + [CLS]), AdamW, flips and shifts;
-3. fine-tune at 40 px (10×10 patches) with a fresh zero-initialised head and 2D-interpolated
+2. pre-train from scratch at 28 px (7×7 tokens + [CLS]), AdamW, flips and shifts: the paper's
+   hybrid with a ResNet stem under the encoder (or, with --pure, 4×4 image patches);
+3. fine-tune at 40 px (10×10 tokens) with a fresh zero-initialised head and 2D-interpolated
    position embeddings (SGD + momentum, warm-up + cosine, clip at 1);
 4. score top-1 once on the official 10,000-image test set, which no stage trains or selects on;
 5. write the native checkpoint (the dataset's ten class names, in its label order) + summary.json.
@@ -49,35 +50,43 @@ class Recipe:
     depth: int = 6
     heads: int = 4
     mlp_dim: int = 256
-    patch_size: int = 4  # 28 px → 7×7 patches: a patch is a seam, a collar, a heel
+    # Tokens are 4×4-pixel cells either way (7×7 + [CLS] at 28 px). hybrid: the paper's hybrid
+    # with the smallest backbone, a ResNet stem (conv 7×7/2, GroupNorm, max-pool/2: 64 channels at
+    # stride 4) read in 1×1 patches; its overlapping convolution gives the locality a small ViT
+    # must otherwise learn from data. False: the pure ViT, 4×4 patches of the image.
+    hybrid: bool = True
     pretrain_size: int = 28  # the images' own resolution
     finetune_size: int = 40  # 10×10 patches: the paper's "fine-tune at higher resolution"
     val_fraction: float = 5000 / 60000  # held out of the training set for model selection
     split_seed: int = 0
     pretrain: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=2000,  # 256,000 images: 4.7 passes over the 55,000 training images
-            batch_size=128,
-            micro_batch=128,
+            steps=5000,  # 320,000 images: 5.8 passes over the 55,000 training images
+            # Batch 64, not 128: on a CPU an image costs about the same either way, and in the
+            # trials twice the updates per image gave 52 % validation accuracy after 13,700
+            # images where batch 128 gave 40 % (pure ViT; README, "Fashion-MNIST").
+            batch_size=64,
+            micro_batch=64,
             optimizer="adamw",  # from scratch: Adam-family, as in the paper's pre-training
             lr=2e-3,
             weight_decay=0.05,
-            warmup_steps=150,
+            warmup_steps=200,
             augment="flip",  # garments are left-right symmetric classes
-            shift=2,  # ±2 px translations (the garments are centred, not all the same)
-            eval_every=500,
+            shift=1,  # ±1 px: the garments are centred, and ±2 (with flips) cost 9 points in
+            # the first pass (67 % against 76 % without either); it is underfitting, not overfitting
+            eval_every=1000,
         )
     )
     finetune: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=300,
+            steps=200,  # 25,600 images at twice the tokens: the paper's short fine-tune
             batch_size=128,
             micro_batch=128,
             optimizer="sgd",  # the paper's fine-tuning: SGD, momentum 0.9, no weight decay
             lr=0.01,
-            warmup_steps=30,
+            warmup_steps=20,
             augment="flip",
-            shift=3,  # the same ±2 original pixels at 40/28 the scale
+            shift=1,
             eval_every=100,
         )
     )
@@ -87,10 +96,7 @@ def run(recipe: Recipe, root: Path, out: Path) -> dict[str, Any]:
     """Both stages and the test; writes out/ and returns the summary written there."""
     started = time.perf_counter()
     train_split, val_split = holdout(load(root, "train"), recipe.val_fraction, recipe.split_seed)
-    dims = dict(dim=recipe.dim, depth=recipe.depth, heads=recipe.heads, mlp_dim=recipe.mlp_dim)
-    size = dict(image_size=recipe.pretrain_size, patch_size=recipe.patch_size)
-    model = scratch_model("vit-ti16", CLASSES, recipe.pretrain.seed, **dims, **size)
-    model = prepare_for_finetune(model, CLASSES)  # a zero head, as the paper's code starts too
+    model = scratch(recipe)
     pretrain = _stage(model, train_split, val_split, recipe.pretrain)
     # The paper's fine-tuning start: zero head, position embeddings 7×7 → 10×10, once.
     prepare_for_finetune(model, CLASSES, image_size=recipe.finetune_size)
@@ -115,6 +121,15 @@ def run(recipe: Recipe, root: Path, out: Path) -> dict[str, Any]:
     return summary
 
 
+def scratch(recipe: Recipe) -> ViT:
+    """The untrained model at the pre-training size, with a zero head as in the paper's code."""
+    dims = dict(dim=recipe.dim, depth=recipe.depth, heads=recipe.heads, mlp_dim=recipe.mlp_dim)
+    tokens = dict(backbone=(), patch_size=1) if recipe.hybrid else dict(patch_size=4)
+    size = dict(image_size=recipe.pretrain_size, **tokens)
+    model = scratch_model("vit-ti16", CLASSES, recipe.pretrain.seed, **dims, **size)
+    return prepare_for_finetune(model, CLASSES)
+
+
 def _stage(model: ViT, train_split: Split, val_split: Split, cfg: TrainConfig) -> dict[str, Any]:
     """Train at the model's current resolution; the held-out images score every evaluation."""
     train_set = PixelDataset(train_split, model.config)
@@ -135,8 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrain-steps", type=int, help="override the recipe (short trial runs)")
     p.add_argument("--finetune-steps", type=int, help="override the recipe (short trial runs)")
     p.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    p.add_argument(
+        "--pure", action="store_true", help="the pure ViT (4×4 image patches), not the hybrid"
+    )
     args = p.parse_args(argv)
-    recipe = Recipe()
+    recipe = Recipe(hybrid=not args.pure)
     if args.pretrain_steps:
         recipe = replace(recipe, pretrain=replace(recipe.pretrain, steps=args.pretrain_steps))
     if args.finetune_steps:

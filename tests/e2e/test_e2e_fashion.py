@@ -37,5 +37,6 @@ def test_the_fashion_model_names_test_garments(serve: Callable[..., Server]) -> 
     truth = [CLASSES[test.labels[i]] for i in chosen]
     pairs = list(zip(truth, named, strict=True))
     right = sum(t == n for t, n in pairs)
-    # 80.6% on the whole test set (checkpoints/fashion/summary.json); shirts are its weak class.
-    assert right >= 0.7 * len(chosen), f"{right}/{len(chosen)} (truth, answer): {pairs}"
+    # 88.1% on the whole test set (checkpoints/fashion/summary.json) and 51 of these 60 in
+    # PyTorch; shirts are its weak class (63.7%). The bar leaves room for six more misses.
+    assert right >= 0.75 * len(chosen), f"{right}/{len(chosen)} (truth, answer): {pairs}"

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model_export.data import DataError
+from model_export.fashion import Recipe, scratch
 from model_export.fashion_data import (
     CLASSES,
     DEFAULT_ROOT,
@@ -21,6 +23,7 @@ from model_export.fashion_data import (
 )
 from model_export.model import ViTConfig
 from model_export.preprocessing import preprocessor
+from model_export.train import prepare_for_finetune
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -91,3 +94,16 @@ def test_test_images_are_written_as_the_grey_pngs_a_user_posts(tmp_path: Path) -
     with Image.open(paths[0]) as im:
         assert (im.format, im.mode, im.size) == ("PNG", "L", (28, 28))
         assert np.array_equal(np.asarray(im), split.images[0])
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+def test_both_recipes_read_4x4_pixel_tokens_at_both_resolutions(hybrid: bool) -> None:
+    # The hybrid's stem (stride 4) and the pure ViT's 4×4 patches cut the same grid, so the two
+    # are compared like for like; a zero head starts pre-training as the paper's code does.
+    model = scratch(Recipe(hybrid=hybrid))
+    assert (model.config.backbone is not None) == hybrid
+    assert model.config.grid == (7, 7)
+    assert not model.head.weight.any()
+    prepare_for_finetune(model, CLASSES, image_size=Recipe().finetune_size)
+    assert model.config.grid == (10, 10)
+    assert model(torch.zeros(2, 3, 40, 40)).logits.shape == (2, 10)

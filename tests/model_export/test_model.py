@@ -82,6 +82,19 @@ def test_gelu_form_is_configurable(gelu: str, approximate: str) -> None:
     assert model.blocks[0].mlp.act.approximate == approximate
 
 
+def test_encoder_weights_are_scaled_by_their_fan_not_a_fixed_std() -> None:
+    # At D=64 timm's fixed std 0.02 would be a quarter of 1/√D; the paper's Flax init scales.
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=28, patch_size=4, dim=64, depth=2, heads=4, mlp_dim=256))
+    block = model.blocks[0]
+    assert block.attn.qkv.weight.std().item() == pytest.approx(64**-0.5, rel=0.05)
+    assert block.attn.proj.weight.std().item() == pytest.approx(64**-0.5, rel=0.05)
+    xavier = (2 / (64 + 256)) ** 0.5
+    assert block.mlp.fc2.weight.std().item() == pytest.approx(xavier, rel=0.05)
+    patch_fan_in = 3 * 4 * 4
+    assert model.patch_embed.proj.weight.std().item() == pytest.approx(patch_fan_in**-0.5, rel=0.1)
+
+
 def test_reset_head_is_zero_initialised_and_drops_pre_logits() -> None:
     model = ViT(ViTConfig(**{**TINY.to_dict(), "representation_size": 16}))
     model.reset_head(3, labels=("a", "b", "c"))

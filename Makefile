@@ -53,7 +53,7 @@ demo: $(VENV)/.dev
 
 # The default bundle, from the committed demo checkpoint.
 bundle: $(VENV)/.dev
-	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 2 --force
+	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 3 --force
 
 # The README's figures of the demo model (docs/inspect/): vit-inspect over 120 fresh shapes.
 inspect: $(VENV)/.dev

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from load import ROOT, free_port, service_command
+from servers import ROOT, free_port, service_command
 
 from model_export.checkpoints import load_checkpoint
 from model_export.data import eval_batches
@@ -39,7 +39,8 @@ def serving(bundle: Path, timeout: float = 600) -> Iterator[str]:
     """vit-serve with the bundle on a free port, past /readyz; SIGTERM at the end."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIT_")}
-    process = subprocess.Popen(service_command(bundle, port, 32), env=env, cwd=ROOT)
+    command = service_command(bundle, port, 32, 5, 256)  # batches of 32, a 5 ms window
+    process = subprocess.Popen(command, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -14,7 +14,6 @@ import secrets
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,13 @@ from torch import nn
 
 from model_export import checkpoints
 from model_export.checkpoints import CheckpointError
-from model_export.export_check import check_pixels, read_check_images, reference_input, validate
+from model_export.export_check import (
+    Checks,
+    check_pixels,
+    read_check_images,
+    reference_input,
+    validate,
+)
 from model_export.export_graphs import (
     ExplainGraph,
     ExportError,
@@ -92,7 +97,7 @@ def export_bundle(
     staging.mkdir()  # not mkdtemp: its 0700 mode would travel with the bundle
     try:
         source = Source(format=source_format, sha256=source_sha256)
-        checks = _Checks(precision, check_images, int8_gate)
+        checks = Checks(precision, check_images, int8_gate)
         manifest = _build(model, staging, name, version, source, checks, pixels)
         manifest.write(staging)
         load_bundle(staging)  # the service's own reader must accept what we wrote
@@ -112,7 +117,7 @@ def _build(
     name: str,
     version: str,
     source: Source,
-    checks: _Checks,
+    checks: Checks,
     pixel_format: PixelFormat,
 ) -> BundleManifest:
     config, precision = model.config, checks.precision
@@ -165,13 +170,6 @@ def _build(
         versions=tool_versions(),
         validation=validation,
     )
-
-
-@dataclass(frozen=True)
-class _Checks:
-    precision: Precision
-    images: list[np.ndarray] | None  # None: the exporter draws its own
-    gate: Int8Gate
 
 
 def _check_supported(model: ViT, precision: str, allow_untrained_head: bool) -> None:

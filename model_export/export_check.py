@@ -12,6 +12,7 @@ axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,15 @@ MAX_CHECK_IMAGES = 256  # a user's own: with as many noise images, (512, 3, 224,
 
 class CheckFailed(ExportError):
     """ORT disagrees with PyTorch beyond the tolerance; the message carries the figures."""
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What an export is checked on, and what it must keep of the float32 model."""
+
+    precision: Precision
+    images: list[np.ndarray] | None  # None: the exporter draws its own
+    gate: Int8Gate
 
 
 def draw_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -58,7 +58,9 @@ def export(model: ViT, out: Path, **kwargs: object) -> Path:
 def model() -> ViT:
     import torch
 
-    torch.manual_seed(0)
+    # A random model: whether any of the 64 check images sits within fp16's rounding of a tie
+    # between two classes depends on the seed (seed 0 has one under the fan-in init); seed 1 none.
+    torch.manual_seed(1)
     vit = ViT(TINY).eval()
     with torch.no_grad():
         vit.head.weight.normal_(0, 1.0)

@@ -53,7 +53,7 @@ demo: $(VENV)/.dev
 
 # The default bundle, from the committed demo checkpoint.
 bundle: $(VENV)/.dev
-	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 3 --force
+	$(BIN)/vit-export checkpoints/demo --out models/demo --name vit-shapes-demo --version 4 --force
 
 # The README's figures of the demo model (docs/inspect/): vit-inspect over 120 fresh shapes.
 inspect: $(VENV)/.dev
@@ -75,7 +75,7 @@ $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz:
 
 demo-fashion: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
 	$(BIN)/python -m model_export.fashion --out checkpoints/fashion --data $(FASHION_DATA) --threads 1
-	$(BIN)/vit-export checkpoints/fashion --out models/fashion --name vit-fashion-mnist --version 3 --force
+	$(BIN)/vit-export checkpoints/fashion --out models/fashion --name vit-fashion-mnist --version 4 --force
 
 # The Fashion-MNIST test set through a real vit-serve, against the checkpoint in PyTorch.
 fashion-accuracy: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz

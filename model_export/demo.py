@@ -3,11 +3,12 @@
     python -m model_export.demo --out checkpoints/demo        (make demo)
 
 Pre-training is a curriculum at low resolution, fine-tuning the paper's:
-1. geometry: a ViT from scratch at 64 px (4×4 patches) on classic light-on-dark shapes (AdamW);
+1. geometry: the hybrid ViT (ResNet stem + encoder) from scratch at 64 px (4×4 tokens of 16×16
+   pixels) on classic light-on-dark shapes (AdamW);
 2. appearance: at 96 px (6×6, position embeddings interpolated) on free-appearance shapes, lighter,
    darker or hue-only, with channel remaps and polarity flips on the fly (augment.recolour);
-3. fine-tune at 224 px (patch 16: 196 patches + [CLS] = 197 tokens) with a fresh zero-initialised
-   head and bicubically interpolated position embeddings (SGD + momentum, cosine, clip at 1);
+3. fine-tune at 224 px (14×14 tokens + [CLS] = 197) with a fresh zero-initialised head and
+   bicubically interpolated position embeddings (SGD + momentum, cosine, clip at 1);
 4. score top-1 on three freshly drawn test sets with seeds no stage saw: free appearance, the
    classic light-on-dark distribution, and the hue-only slice (see shapes.py);
 5. write the native checkpoint (labels = the six shape names, in head order) and summary.json.
@@ -76,16 +77,21 @@ def _adamw(steps: int, recolour: float) -> TrainConfig:
 
 @dataclass(frozen=True)
 class Recipe:
-    # A few-MB model: 4 blocks of D=128 (dim 96-192 / depth 4-6 is the demo's size budget).
+    # A few-MB model: 4 blocks of D=128 (dim 96-192 / depth 4-6 is the demo's size budget) on the
+    # paper's hybrid at its smallest: a ResNet stem (conv 7×7/2, GroupNorm, max-pool/2: 64
+    # channels at stride 4) read in 4×4 patches, so a token is still 16×16 pixels (14×14 + [CLS]
+    # at 224). The stem's overlapping convolutions see edges in any colour from the first step; the
+    # pure ViT (backbone=None, patch 16) learned outlines several times slower (README).
     dim: int = 128
     depth: int = 4
     heads: int = 4
     mlp_dim: int = 512  # 4·D, as in every paper preset
-    patch_size: int = 16
+    patch_size: int = 4  # on the backbone's feature map (stride 4), or on the image without one
+    backbone: tuple[int, ...] | None = ()  # (): the ResNet stem alone; None: the pure ViT
     stages: tuple[Stage, ...] = field(
         default_factory=lambda: (
             Stage(64, "classic", 1500, seed=0, train=_adamw(1500, recolour=0.0)),
-            Stage(96, "free", 2500, seed=1, train=_adamw(1800, recolour=0.5)),
+            Stage(96, "free", 3000, seed=1, train=_adamw(2400, recolour=0.5)),
             Stage(
                 224,
                 "free",
@@ -93,15 +99,15 @@ class Recipe:
                 seed=5,
                 fresh_head=True,
                 train=TrainConfig(
-                    steps=250,
+                    steps=120,
                     batch_size=64,
                     micro_batch=64,
                     optimizer="sgd",  # the paper's fine-tuning: SGD, momentum 0.9, no decay
                     lr=0.01,
-                    warmup_steps=25,
+                    warmup_steps=12,
                     augment="dihedral",
                     recolour=0.3,
-                    eval_every=125,
+                    eval_every=60,
                 ),
             ),
         )
@@ -158,7 +164,7 @@ def _prepare(model: ViT | None, recipe: Recipe, stage: Stage) -> ViT:
     """A scratch model for the first stage; later ones resize the grid (and maybe the head)."""
     if model is None:
         dims = dict(dim=recipe.dim, depth=recipe.depth, heads=recipe.heads, mlp_dim=recipe.mlp_dim)
-        size = dict(image_size=stage.size, patch_size=recipe.patch_size)
+        size = dict(image_size=stage.size, patch_size=recipe.patch_size, backbone=recipe.backbone)
         model = scratch_model("vit-ti16", CLASSES, stage.train.seed, **dims, **size)
         return prepare_for_finetune(model, CLASSES)  # a zero head, as the paper's code starts too
     if stage.fresh_head:
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-per-class", type=int, help="test images per class and set (trials)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes")
     p.add_argument(
+        "--pure", action="store_true", help="the pure ViT (16×16 image patches), not the hybrid"
+    )
+    p.add_argument(
         "--threads",
         type=int,
         help="torch threads (default: every core; 1 is faster when other jobs share the CPU)",
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
         p.error(f"--work {args.work} is not empty; give a new or empty folder")
-    recipe = Recipe()
+    recipe = Recipe(backbone=None, patch_size=16) if args.pure else Recipe()
     stages = list(recipe.stages)
     for option, values in (("--steps", args.steps), ("--per-class", args.per_class)):
         if values is not None and (len(values) != len(stages) or min(values) < 1):

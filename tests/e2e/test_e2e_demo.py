@@ -57,12 +57,12 @@ def test_the_demo_names_fresh_shapes_in_any_colours_and_looks_at_them(
     classified = server.post_images("/classify?top_k=1", images, "image/jpeg")["results"]
     named = [r["predictions"][0]["label"] for r in classified]
     wrong = [(d.kind, d.appearance, n) for n, d in zip(named, drawn, strict=True) if n != d.kind]
-    # The bundled model scores 77.7% on free-appearance shapes (checkpoints/demo/summary.json),
-    # short of the 97% it was meant to reach: the bar sits under what it measurably does.
-    assert len(wrong) <= 0.25 * len(drawn), f"{len(wrong)}/{len(drawn)} wrong: {wrong}"
-    for polarity in ("lighter", "darker"):  # neither polarity is the one it cannot see
+    # The bundled model scores 97.9 % on free-appearance shapes and 96.9 % on hue-only ones
+    # (checkpoints/demo/summary.json): about one miss in 30 is expected, three would be a regression.
+    assert len(wrong) <= 2, f"{len(wrong)}/{len(drawn)} wrong: {wrong}"
+    for polarity in ("lighter", "darker", "hue"):  # no contrast is one it cannot see
         missed = [w for w in wrong if w[1] == polarity]
-        assert len(missed) <= 3, f"{polarity} shapes missed: {missed}"
+        assert len(missed) <= 1, f"{polarity} shapes missed: {missed}"
 
     attention = server.post_images("/attention", images, "image/jpeg")
     g = attention["grid"][0]

@@ -60,7 +60,7 @@ def test_int8_bundle_quantises_the_dense_layers_and_passes_its_gates(
     assert fast["QAttention"] == manifest.depth == manifest.graphs[FAST].fused_attention
     assert fast["Attention"] == 0 and fast["MatMul"] == 0 and fast["Gemm"] == 0
     assert fast["MatMulInteger"] == 3 * manifest.depth + 1  # proj, fc1, fc2 per block; the head
-    assert fast["Conv"] == 1  # the patch embedding stays float32
+    assert fast["Conv"] == 2  # the ResNet stem's and the patch embedding's stay float32
 
 
 def test_explain_graph_quantises_weights_but_never_the_attention_weights(

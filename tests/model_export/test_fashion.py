@@ -98,12 +98,12 @@ def test_test_images_are_written_as_the_grey_pngs_a_user_posts(tmp_path: Path) -
 
 @pytest.mark.parametrize("hybrid", [True, False])
 def test_both_recipes_read_4x4_pixel_tokens_at_both_resolutions(hybrid: bool) -> None:
-    # The hybrid's stem (stride 4) and the pure ViT's 4×4 patches cut the same grid, so the two
+    # The hybrid's backbone (stride 4) and the pure ViT's 4×4 patches cut the same grid, so the two
     # are compared like for like; a zero head starts pre-training as the paper's code does.
     model = scratch(Recipe(hybrid=hybrid))
     assert (model.config.backbone is not None) == hybrid
     assert model.config.grid == (7, 7)
     assert not model.head.weight.any()
     prepare_for_finetune(model, CLASSES, image_size=Recipe().finetune_size)
-    assert model.config.grid == (10, 10)
-    assert model(torch.zeros(2, 3, 40, 40)).logits.shape == (2, 10)
+    assert model.config.grid == (8, 8)
+    assert model(torch.zeros(2, 3, 32, 32)).logits.shape == (2, 10)

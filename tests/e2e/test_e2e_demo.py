@@ -58,7 +58,7 @@ def test_the_demo_names_fresh_shapes_in_any_colours_and_looks_at_them(
     named = [r["predictions"][0]["label"] for r in classified]
     wrong = [(d.kind, d.appearance, n) for n, d in zip(named, drawn, strict=True) if n != d.kind]
     # The bundled model scores 97.9 % on free-appearance shapes and 96.9 % on hue-only ones
-    # (checkpoints/demo/summary.json): about one miss in 30 is expected, three would be a regression.
+    # (checkpoints/demo/summary.json): about one miss in 30 is expected, three are a regression.
     assert len(wrong) <= 2, f"{len(wrong)}/{len(drawn)} wrong: {wrong}"
     for polarity in ("lighter", "darker", "hue"):  # no contrast is one it cannot see
         missed = [w for w in wrong if w[1] == polarity]

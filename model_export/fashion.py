@@ -148,6 +148,20 @@ def _stage(model: ViT, train_split: Split, val_split: Split, cfg: TrainConfig) -
     return stage_summary(cfg, result, scores, len(train_set))
 
 
+def _overridden(recipe: Recipe, args: argparse.Namespace) -> Recipe:
+    """The recipe with the command line's trial overrides (the README's fine-tune trials)."""
+    pretrain, finetune = recipe.pretrain, recipe.finetune
+    if args.pretrain_steps:
+        pretrain = replace(pretrain, steps=args.pretrain_steps)
+    if args.finetune_steps:
+        warmup = max(1, args.finetune_steps // 10)
+        finetune = replace(finetune, steps=args.finetune_steps, warmup_steps=warmup)
+    if args.finetune_lr:
+        finetune = replace(finetune, lr=args.finetune_lr)
+    size = args.finetune_size or recipe.finetune_size
+    return replace(recipe, pretrain=pretrain, finetune=finetune, finetune_size=size)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m model_export.fashion",
@@ -156,17 +170,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("checkpoints/fashion"))
     p.add_argument("--data", type=Path, default=DEFAULT_ROOT, help="folder of the idx .gz files")
     p.add_argument("--pretrain-steps", type=int, help="override the recipe (short trial runs)")
-    p.add_argument("--finetune-steps", type=int, help="override the recipe (short trial runs)")
+    p.add_argument(
+        "--finetune-steps", type=int, help="override the recipe (trials; warm-up: a tenth of them)"
+    )
+    p.add_argument("--finetune-size", type=int, help="fine-tuning resolution (a multiple of 4)")
+    p.add_argument("--finetune-lr", type=float, help="fine-tuning peak learning rate (SGD)")
     p.add_argument("--threads", type=int, help="torch threads (default: every core)")
     p.add_argument(
         "--pure", action="store_true", help="the pure ViT (4×4 image patches), not the hybrid"
     )
     args = p.parse_args(argv)
-    recipe = Recipe(hybrid=not args.pure)
-    if args.pretrain_steps:
-        recipe = replace(recipe, pretrain=replace(recipe.pretrain, steps=args.pretrain_steps))
-    if args.finetune_steps:
-        recipe = replace(recipe, finetune=replace(recipe.finetune, steps=args.finetune_steps))
+    if args.finetune_size is not None and (args.finetune_size < 4 or args.finetune_size % 4):
+        p.error(f"--finetune-size {args.finetune_size} is not a positive multiple of 4")
+    if args.finetune_lr is not None and not args.finetune_lr > 0:
+        p.error(f"--finetune-lr {args.finetune_lr} must be positive")
+    recipe = _overridden(Recipe(hybrid=not args.pure), args)
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     try:
         summary = run(recipe, args.data, args.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from model_export.data import DataError
-from model_export.fashion import Recipe, scratch
+from model_export.fashion import Recipe, _overridden, main, scratch
 from model_export.fashion_data import (
     CLASSES,
     DEFAULT_ROOT,
@@ -107,3 +108,31 @@ def test_both_recipes_read_4x4_pixel_tokens_at_both_resolutions(hybrid: bool) ->
     prepare_for_finetune(model, CLASSES, image_size=Recipe().finetune_size)
     assert model.config.grid == (8, 8)
     assert model(torch.zeros(2, 3, 32, 32)).logits.shape == (2, 10)
+
+
+def test_trial_overrides_reach_the_recipe() -> None:
+    args = argparse.Namespace(
+        pretrain_steps=2000, finetune_steps=200, finetune_size=40, finetune_lr=0.003
+    )
+    recipe = _overridden(Recipe(), args)
+    assert recipe.pretrain.steps == 2000 and recipe.pretrain.warmup_steps == 200  # kept
+    assert (recipe.finetune.steps, recipe.finetune.warmup_steps) == (200, 20)
+    assert (recipe.finetune_size, recipe.finetune.lr) == (40, 0.003)
+    none = argparse.Namespace(
+        pretrain_steps=None, finetune_steps=None, finetune_size=None, finetune_lr=None
+    )
+    assert _overridden(Recipe(), none) == Recipe()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--finetune-size", "30"], "--finetune-size 30 is not a positive multiple of 4"),
+     (["--finetune-lr", "0"], "--finetune-lr 0.0 must be positive")],
+)  # fmt: skip
+def test_bad_trial_overrides_exit_2_with_one_line(
+    option: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(option)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)

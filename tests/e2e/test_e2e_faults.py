@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from pathlib import Path
 
 import httpx
@@ -37,13 +38,21 @@ class Fatal(BaseException):
 
 
 class Faulty(Engine):
+    """Raises on a batch holding a white image. Once `hold` is set (after the start-up warm-up),
+    the next other batch waits for it, so requests queue behind a busy engine; `entered` says so."""
+
     def __init__(self, folder: Path, fault: BaseException) -> None:
         super().__init__(folder, load_bundle(folder), "cpu")
         self.fault = fault
+        self.hold: threading.Event | None = None
+        self.entered = threading.Event()
 
     def run(self, graph: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
         if (pixels >= 1.0).all(axis=(1, 2, 3)).any():  # white normalises to exactly 1.0
             raise self.fault
+        if self.hold is not None and not self.entered.is_set():
+            self.entered.set()
+            self.hold.wait()
         return super().run(graph, pixels)
 
 
@@ -81,13 +90,28 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_service_carries_on(
 
 
 def test_a_dead_worker_fails_the_waiting_turns_unready_and_hangs_no_one(tiny_bundle: Path) -> None:
+    release = threading.Event()
     engine = Faulty(tiny_bundle, Fatal())
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     others = [png(Image.new("RGB", (40, 40), (0, 90 * i, 0))) for i in range(1, 3)]
+    blocker = png(Image.new("RGB", (40, 40), (0, 0, 90)))
+
+    async def scenario(url: str) -> list[httpx.Response]:
+        """One request holds the engine while white + two others queue up as one batch."""
+        first = asyncio.ensure_future(post_all(url, [blocker]))
+        while not engine.entered.is_set():
+            await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(post_all(url, [png(WHITE), *others]))
+        while sample(url, "vit_queue_depth") < 3:
+            await asyncio.sleep(0.01)
+        release.set()
+        return [*await first, *await waiting]
+
     with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
-        answers = asyncio.run(post_all(url, [png(WHITE), *others]))
-        assert [a.status_code for a in answers] == [500, 500, 500]  # every one answered
+        engine.hold = release  # warmed up: the next batch holds the engine
+        answers = asyncio.run(scenario(url))
+        assert [a.status_code for a in answers] == [200, 500, 500, 500]  # every one answered
         ready, health = httpx.get(f"{url}/readyz"), httpx.get(f"{url}/healthz")
         assert (ready.status_code, health.status_code) == (503, 503)
         assert "restart" in ready.json()["error"]["message"]

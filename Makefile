@@ -76,7 +76,7 @@ $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz:
 
 demo-fashion: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
 	$(BIN)/python -m model_export.fashion --out checkpoints/fashion --data $(FASHION_DATA) --threads 1
-	$(BIN)/vit-export checkpoints/fashion --out models/fashion --name vit-fashion-mnist --version 4 --force
+	$(BIN)/vit-export checkpoints/fashion --out models/fashion --name vit-fashion-mnist --version 5 --force
 
 # The Fashion-MNIST test set through a real vit-serve, against the checkpoint in PyTorch.
 fashion-accuracy: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz

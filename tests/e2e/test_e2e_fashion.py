@@ -37,6 +37,6 @@ def test_the_fashion_model_names_test_garments(serve: Callable[..., Server]) -> 
     truth = [CLASSES[test.labels[i]] for i in chosen]
     pairs = list(zip(truth, named, strict=True))
     right = sum(t == n for t, n in pairs)
-    # 91.97% on the whole test set (checkpoints/fashion/summary.json) but 50 of these 60 in
-    # PyTorch; shirts are its weak class (76.0%). The bar leaves room for five more misses.
-    assert right >= 0.75 * len(chosen), f"{right}/{len(chosen)} (truth, answer): {pairs}"
+    # 92.08% on the whole test set (checkpoints/fashion/summary.json), 54 of these 60 in
+    # PyTorch; shirts are its weak class (77.4%). The bar leaves room for five more misses.
+    assert right >= len(chosen) - 11, f"{right}/{len(chosen)} (truth, answer): {pairs}"

@@ -65,7 +65,7 @@ inspect: $(VENV)/.dev
 
 # The second demo, on real data: Fashion-MNIST from Debian's package (installed when missing),
 # the paper's hybrid (ResNet stem and block + small ViT) pre-trained at 28 px, fine-tuned at 32 px
-# (~62 min, one thread), scored on the official test set, exported.
+# (~92 min, one thread), scored on the official test set, exported.
 FASHION_DATA ?= /usr/share/datasets/fashion-mnist
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -27,6 +27,7 @@ WORKDIR /src
 COPY docker/install.sh docker/requirements-${FLAVOR}.txt docker/
 RUN --mount=type=cache,target=/root/.cache/pip docker/install.sh /opt/venv ${FLAVOR}
 COPY pyproject.toml ./
+COPY vit_core/ vit_core/
 COPY service/ service/
 RUN docker/install.sh /opt/venv ${FLAVOR} /src
 
@@ -36,6 +37,7 @@ ARG PIP_EXTRA_INDEX_URL
 WORKDIR /src
 COPY constraints/ constraints/
 COPY pyproject.toml ./
+COPY vit_core/ vit_core/
 COPY model_export/ model_export/
 COPY service/ service/
 RUN --mount=type=cache,target=/root/.cache/pip \

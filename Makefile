@@ -50,7 +50,7 @@ clean:
 # on synthetic shapes in any colours; geometry at 64 px, appearance at 96 px, fine-tune at 224 px;
 # scored on fresh free-appearance, light-on-dark and hue-only shapes.
 demo: $(VENV)/.dev
-	$(BIN)/python -m model_export.demo --out checkpoints/demo --threads 1
+	$(BIN)/python -m model_export.demo.shapes_train --out checkpoints/demo --threads 1
 
 # The default bundle, from the committed demo checkpoint.
 bundle: $(VENV)/.dev
@@ -59,7 +59,7 @@ bundle: $(VENV)/.dev
 # The README's figures of the demo model (docs/inspect/): vit-inspect over 120 fresh shapes.
 inspect: $(VENV)/.dev
 	images=$$(mktemp -d) \
-	  && $(BIN)/python -m model_export.shapes --out $$images --per-class 20 --seed 3 --appearance free \
+	  && $(BIN)/python -m model_export.demo.shapes --out $$images --per-class 20 --seed 3 --appearance free \
 	  && $(BIN)/vit-inspect models/demo --images $$images --out docs/inspect; \
 	  status=$$?; rm -rf $$images; exit $$status
 
@@ -75,7 +75,7 @@ $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz:
 	$(SUDO) apt-get install -y dataset-fashion-mnist
 
 demo-fashion: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
-	$(BIN)/python -m model_export.fashion --out checkpoints/fashion --data $(FASHION_DATA) --threads 1
+	$(BIN)/python -m model_export.demo.fashion_train --out checkpoints/fashion --data $(FASHION_DATA) --threads 1
 	$(BIN)/vit-export checkpoints/fashion --out models/fashion --name vit-fashion-mnist --version 5 --force
 
 # The Fashion-MNIST test set through a real vit-serve, against the checkpoint in PyTorch.
@@ -85,7 +85,7 @@ fashion-accuracy: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
 # The README's figures of the Fashion-MNIST model (docs/inspect-fashion/): 120 test images.
 inspect-fashion: $(VENV)/.dev $(FASHION_DATA)/t10k-labels-idx1-ubyte.gz
 	images=$$(mktemp -d) \
-	  && $(BIN)/python -m model_export.fashion_data --out $$images --per-class 12 --data $(FASHION_DATA) \
+	  && $(BIN)/python -m model_export.demo.fashion_data --out $$images --per-class 12 --data $(FASHION_DATA) \
 	  && $(BIN)/vit-inspect models/fashion --images $$images --out docs/inspect-fashion; \
 	  status=$$?; rm -rf $$images; exit $$status
 

@@ -11,8 +11,7 @@ import onnx
 import onnx_ir as ir
 import torch
 
-from model_export.checkpoints import load_checkpoint
-from model_export.export_graphs import (
+from model_export.export.graphs import (
     ExplainGraph,
     FastGraph,
     Graph,
@@ -21,11 +20,12 @@ from model_export.export_graphs import (
     fuse_for_ort,
     to_fp16,
 )
-from model_export.export_int8 import to_int8
-from model_export.model import ViT
+from model_export.export.int8 import to_int8
+from model_export.formats.checkpoints import load_checkpoint
+from model_export.model.presets import preset
+from model_export.model.vit import ViT
 from model_export.preprocessing import bundle_preprocess
-from model_export.presets import preset
-from service.bundle import EXPLAIN, FAST, OUTPUTS, Preprocess, load_bundle
+from vit_core.bundle import EXPLAIN, FAST, OUTPUTS, Preprocess, load_bundle
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import onnxruntime as ort
 from cases import Case, graph_for
 from PIL import Image
 
-from model_export.export import PIXELS
-from model_export.export_check import (
+from model_export.export.check import (
     FP16_MIN_COSINE,
     FP16_MIN_TOP1,
     draw_images,
     noise_images,
 )
-from service.bundle import EMBEDDING, EXPLAIN, FAST, INPUT, LEGACY_PIXELS, LOGITS
-from service.images import transform
+from model_export.export.exporter import PIXELS
+from vit_core.bundle import EMBEDDING, EXPLAIN, FAST, INPUT, LEGACY_PIXELS, LOGITS
+from vit_core.images import transform
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 IMAGES = 32  # half pictures, half noise; run at batch 8

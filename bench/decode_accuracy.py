@@ -6,7 +6,7 @@ Makes --count varied JPEGs itself (longer side 256-4000 px, log-uniform; portrai
 landscape; photo-like light and objects, textures from fine to coarse, the demo's shapes; grain;
 quality 50-95, three chroma subsamplings, some progressive, greyscale, CMYK or EXIF-turned), and
 runs each through the service's Preprocessor twice, with a full decode and with the scaled decode
-(service.images), then through the bundle's fast graph (a real ONNX Runtime session on the CPU).
+(vit_core.images), then through the bundle's fast graph (a real ONNX Runtime session on the CPU).
 
 Prints the top-1 agreement of the two paths, the logits' relative error ||a - b|| / ||b||
 (percentiles), both over every image and over the images the scaled path really decoded smaller
@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pictures import photos  # noqa: E402
-from model_export.shapes import CLASSES, draw_shape  # noqa: E402
-from service.bundle import FAST, LOGITS, load_bundle  # noqa: E402
-from service.engine import Engine  # noqa: E402
-from service.image_costs import dct_scale  # noqa: E402
-from service.images import Preprocessor, least_decode, open_image  # noqa: E402
+from model_export.demo.shapes import CLASSES, draw_shape  # noqa: E402
+from service.inference.engine import Engine  # noqa: E402
+from vit_core.bundle import FAST, LOGITS, load_bundle  # noqa: E402
+from vit_core.image_costs import dct_scale  # noqa: E402
+from vit_core.images import Preprocessor, least_decode, open_image  # noqa: E402
 
 KINDS = ("photo", "texture", "shapes")
 SIDES = (256, 4000)  # the longer side, drawn log-uniform

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from cases import Case, demo_cases, graph_for, random_cases  # noqa: E402
 from cuda_parity import check_fp16_on_cuda  # noqa: E402
 
-from model_export.presets import PRESETS  # noqa: E402
-from service.bundle import INPUT, MANIFEST  # noqa: E402
+from model_export.model.presets import PRESETS  # noqa: E402
+from vit_core.bundle import INPUT, MANIFEST  # noqa: E402
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 MIN_ROUNDS = 3

@@ -13,52 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import torch
-from servers import ROOT, free_port, service_command
+from servers import ROOT, free_port, service_command, serving
 
-from model_export.checkpoints import load_checkpoint
-from model_export.data import eval_batches
-from model_export.fashion_data import CLASSES, DEFAULT_ROOT, PixelDataset, load, png
+from model_export.demo.fashion_data import CLASSES, DEFAULT_ROOT, PixelDataset, load, png
+from model_export.formats.checkpoints import load_checkpoint
+from model_export.training.data import eval_batches
 
 PER_REQUEST = 64  # the service's default max_images_per_request
-
-
-@contextmanager
-def serving(bundle: Path, timeout: float = 600) -> Iterator[str]:
-    """vit-serve with the bundle on a free port, past /readyz; SIGTERM at the end."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIT_")}
-    command = service_command(bundle, port, 32, 5, 256)  # batches of 32, a 5 ms window
-    process = subprocess.Popen(command, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while not _ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"vit-serve with {bundle} did not become ready")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(120)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def through_service(url: str, images: list[bytes]) -> np.ndarray:
@@ -91,7 +59,9 @@ def main() -> None:
     images = [png(im) for im in test.images]
     torch.set_num_threads(1)
     torch_guess = in_process(args.checkpoint, test)
-    with serving(args.bundle) as url:
+    command = service_command(args.bundle, free_port(), 32, 5, 256)  # batches of 32, 5 ms window
+    with serving({"service": command}, timeout=600) as running:
+        url = running.urls["service"]
         started = time.perf_counter()
         served = through_service(url, images)
         seconds = time.perf_counter() - started

@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.pictures import photos  # noqa: E402
-from service.bundle import FAST, load_bundle  # noqa: E402
-from service.engine import Engine  # noqa: E402
-from service.images import Preprocessor  # noqa: E402
+from service.inference.engine import Engine  # noqa: E402
+from vit_core.bundle import FAST, load_bundle  # noqa: E402
+from vit_core.images import Preprocessor  # noqa: E402
 
 
 def run(

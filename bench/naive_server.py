@@ -21,9 +21,9 @@ from starlette.concurrency import run_in_threadpool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from service.bundle import FAST, INPUT, LOGITS, load_bundle  # noqa: E402
-from service.images import Preprocessor  # noqa: E402
-from service.outputs import top_k  # noqa: E402
+from service.inference.outputs import softmax, top_k  # noqa: E402
+from vit_core.bundle import FAST, INPUT, LOGITS, load_bundle  # noqa: E402
+from vit_core.images import Preprocessor  # noqa: E402
 
 
 def create_app(bundle: Path) -> FastAPI:
@@ -37,7 +37,10 @@ def create_app(bundle: Path) -> FastAPI:
     def predict(data: bytes) -> list[dict[str, object]]:
         pixels = prepare(data).pixels[None]  # (1, *row) as the graph takes it
         (logits,) = session.run([LOGITS], {INPUT: pixels})
-        return [p.model_dump() for p in top_k(logits, 5, manifest.labels)[0]]
+        probs = softmax(logits)[0]
+        top = top_k(probs[None], 5)[0]
+        labels = manifest.labels
+        return [{"label": labels[i], "index": int(i), "score": float(probs[i])} for i in top]
 
     @app.post("/classify")
     async def classify(request: Request) -> dict[str, object]:

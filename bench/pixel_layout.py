@@ -26,11 +26,11 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from model_export.export_graphs import FastGraph, Graph, export_graph, fuse_for_ort  # noqa: E402
-from model_export.export_pixels import with_pixel_input  # noqa: E402
-from model_export.model import ViT, ViTConfig  # noqa: E402
-from model_export.presets import preset  # noqa: E402
-from service.bundle import FAST, INPUT, OUTPUTS, PixelFormat, Preprocess  # noqa: E402
+from model_export.export.graphs import FastGraph, Graph, export_graph, fuse_for_ort  # noqa: E402
+from model_export.export.pixels import with_pixel_input  # noqa: E402
+from model_export.model.presets import preset  # noqa: E402
+from model_export.model.vit import ViT, ViTConfig  # noqa: E402
+from vit_core.bundle import FAST, INPUT, OUTPUTS, PixelFormat, Preprocess  # noqa: E402
 
 LAYOUTS = ("NHWC", "NCHW")
 # The demo's normalisation; the front's cost does not depend on the values.

@@ -98,9 +98,9 @@ def cached_bundle(name: str, **config: object) -> Path:
     if not (cached / "model.json").is_file():
         import torch
 
-        from model_export.export import export_bundle
-        from model_export.model import ViT, ViTConfig
-        from model_export.presets import preset
+        from model_export.export.exporter import export_bundle
+        from model_export.model.presets import preset
+        from model_export.model.vit import ViT, ViTConfig
 
         print(f"exporting a random {name} to {cached} (once)", flush=True)
         torch.manual_seed(0)

@@ -1,7 +1,7 @@
-"""The service's image transform (service.images), configured from a model's ViTConfig.
+"""The service's image transform (vit_core.images), configured from a model's ViTConfig.
 
 Training, the export's parity check and model.json's "preprocess" all take their Preprocess from
-`bundle_preprocess`, and their pixels from service.images: one recipe, one implementation.
+`bundle_preprocess`, and their pixels from vit_core.images: one recipe, one implementation.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from model_export.model import ViTConfig
-from service.bundle import LEGACY_PIXELS, PixelFormat, Preprocess
-from service.images import Preprocessor, transform
+from model_export.model.vit import ViTConfig
+from vit_core.bundle import LEGACY_PIXELS, PixelFormat, Preprocess
+from vit_core.images import Preprocessor, transform
 
 # Training reads local files the user chose, not requests from strangers, so the limit is PIL's own
 # (it warns about decompression bombs above ~89.5 MP) rather than the service's 40 MP default.

@@ -19,21 +19,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.connections import RequestGuard
-from service.deps import api_key_guard, known_query_only
-from service.errors import (
-    InternalError,
-    InvalidParameter,
-    ServiceError,
-    describe_validation,
-    error_response,
-    from_http_exception,
-)
+from service.edge.connections import RequestGuard
+from service.edge.deps import api_key_guard, known_query_only
+from service.edge.middleware import RequestMetrics
+from service.edge.responses import error_response, from_http_exception
 from service.metrics import Metrics
-from service.middleware import RequestMetrics
-from service.routes import docs, inference, operations, page, probes, v2
+from service.routes import docs, inference, operations, page, v2
 from service.runtime import Runtime
 from service.settings import Settings
+from vit_core.errors import InternalError, InvalidParameter, ServiceError, describe_validation
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +67,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         dependencies=[Depends(known_query_only)],
     )
     # The last added runs first: metrics see every answer, the guard's refusals included.
+    always_open = [operations.router, v2.probes_router]  # probes and scrapes: never refused as busy
     app.add_middleware(
-        RequestGuard, max_concurrent=settings.max_concurrent_requests, metrics=metrics
+        RequestGuard,
+        max_concurrent=settings.max_concurrent_requests,
+        metrics=metrics,
+        exempt=frozenset(route.path for r in always_open for route in r.routes),  # type: ignore[attr-defined]
     )
     app.add_middleware(RequestMetrics, metrics=metrics)
     _add_error_handler(app, metrics)
     guard = [Depends(api_key_guard(settings.api_key))] if settings.api_key else []
-    app.include_router(inference, dependencies=guard)
-    app.include_router(v2, dependencies=guard)
-    app.include_router(docs, dependencies=[] if settings.public_docs else guard)
-    app.include_router(operations)
-    app.include_router(probes)
-    app.include_router(page)
+    app.include_router(inference.router, dependencies=guard)
+    app.include_router(v2.router, dependencies=guard)
+    app.include_router(docs.router, dependencies=[] if settings.public_docs else guard)
+    for router in (*always_open, page.router):
+        app.include_router(router)
     return app
 
 
@@ -95,8 +92,7 @@ def _add_error_handler(app: FastAPI, metrics: Metrics) -> None:
         error = _as_service_error(request, exc)
         if not isinstance(error, InternalError):  # failures are counted where they happen
             metrics.rejections.labels(error.label).inc()
-        path = request.url.path
-        return error_response(error, "v2" if path == "/v2" or path.startswith("/v2/") else "native")
+        return error_response(error, request.url.path)
 
     for kind in (ServiceError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(kind, handle)

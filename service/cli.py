@@ -20,14 +20,14 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service.app import create_app
-from service.bundle import BundleError, load_bundle
-from service.connections import connection_cap, guarded_h11, raise_fd_limit
-from service.engine import EngineError
-from service.memory import tune_allocator
+from service.edge.connections import connection_cap, guarded_h11, raise_fd_limit
+from service.inference.engine import EngineError
 from service.metrics import Metrics
 from service.runtime import Runtime, open_engine
 from service.settings import Settings, describe, unknown_variables
 from service.workers import Peers, supervise
+from vit_core.bundle import BundleError, load_bundle
+from vit_core.memory import tune_allocator
 
 log = logging.getLogger("service")
 
@@ -49,11 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_bundle(settings.bundle)
     except BundleError as e:
         return _invalid_bundle(e)
-    return supervise(settings)
+    return supervise(settings, worker_main)
 
 
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+
+
+def worker_main(settings: Settings, sockets: list[socket.socket], peers: Peers) -> int:
+    """One worker under the supervisor (service/workers.py): its own logging, then serve."""
+    configure_logging(settings)
+    return serve(settings, sockets, peers)
 
 
 def serve(

@@ -19,16 +19,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from service.batcher import Batcher
-from service.bundle import BundleManifest, load_bundle
-from service.engine import Engine
-from service.engine_io import CudaOptions
-from service.images import Preprocessor
-from service.memory import BodyBudget, MemoryBudget, memory_limit
+from service.edge.inputs import BodyBudget
+from service.inference.batcher import Batcher
+from service.inference.engine import Engine
+from service.inference.engine_io import CudaOptions
+from service.inference.pipeline import Pipeline
 from service.metrics import Metrics
-from service.pipeline import Pipeline
 from service.settings import Settings, memory_budgets
 from service.workers import Peers
+from vit_core.bundle import BundleManifest, load_bundle
+from vit_core.images import Preprocessor
+from vit_core.memory import MemoryBudget, memory_limit
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.errors import validation_problems
+from vit_core.errors import validation_problems
 
 ENV_PREFIX = "VIT_"
 # The repository's demo bundle; in the container image the package sits in /app, so this is
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(
         512 * MiB, ge=MiB, description="estimated peak memory decoding one image may take (413)"
     )
-    # Memory ceilings (service/memory.py); None: derived from the container's memory limit.
+    # Memory ceilings (vit_core/memory.py); None: derived from the container's memory limit.
     decode_memory_bytes: int | None = Field(
         None,
         ge=MiB,
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         description="decode JPEGs in full (false: at the smallest DCT scale that covers the input)",
     )
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
-    # -- the CUDA provider (service/engine_io.py); no effect on the CPU
+    # -- the CUDA provider (service/inference/engine_io.py); no effect on the CPU
     cuda_conv_algo_search: ConvSearch = Field(
         "EXHAUSTIVE", description="cuDNN convolution algorithm search, run during warm-up"
     )
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     public_docs: bool = Field(
         False, description="with an API key: serve /docs, /redoc and /openapi.json without it"
     )
-    # -- connections (service/connections.py): nothing a client holds open is free
+    # -- connections (service/edge/connections.py): nothing a client holds open is free
     max_connections: int = Field(
         1000, ge=1, description="open connections; one more is answered 429 and closed"
     )

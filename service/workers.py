@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -55,8 +56,12 @@ class Peers:
         return all(self._flags)
 
 
-def supervise(settings: Settings) -> int:
-    """Run settings.workers workers on one socket until a signal (or a worker exits)."""
+Entry = Callable[[Settings, list[socket.socket], Peers], int]  # one worker's main: its exit code
+
+
+def supervise(settings: Settings, entry: Entry) -> int:
+    """Run settings.workers workers of `entry` on one socket until a signal (or a worker exits).
+    `entry` is a module-level function (spawn pickles it by name): cli.worker_main."""
     try:
         listener = _bind(settings.host, settings.port)
     except OSError as e:
@@ -67,7 +72,9 @@ def supervise(settings: Settings) -> int:
     spawn = multiprocessing.get_context("spawn")  # fresh interpreters: no threads forked mid-lock
     flags = spawn.Array("b", settings.workers, lock=False)
     workers = [
-        spawn.Process(target=_worker, args=(settings, listener, flags, i), name=f"worker-{i}")
+        spawn.Process(
+            target=_worker, args=(entry, settings, listener, flags, i), name=f"worker-{i}"
+        )
         for i in range(settings.workers)
     ]
     stopping = False
@@ -134,8 +141,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _worker(settings: Settings, listener: socket.socket, flags: Any, index: int) -> None:
-    from service.cli import configure_logging, serve  # the worker's own import of the service
-
-    configure_logging(settings)
-    sys.exit(serve(settings, sockets=[listener], peers=Peers(flags, index)))
+def _worker(
+    entry: Entry, settings: Settings, listener: socket.socket, flags: Any, index: int
+) -> None:
+    sys.exit(entry(settings, [listener], Peers(flags, index)))

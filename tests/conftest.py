@@ -39,8 +39,8 @@ def export_tiny(out: Path, **kwargs: object) -> Path:
     """A random 2-block ViT (32 px, patch 8, D 32, 4 labels) exported by the real exporter; the
     same weights every call (seed 0), so bundles made with different options can be compared."""
     torch = pytest.importorskip("torch")
-    from model_export.export import export_bundle
-    from model_export.model import ViT, ViTConfig
+    from model_export.export.exporter import export_bundle
+    from model_export.model.vit import ViT, ViTConfig
 
     torch.manual_seed(0)
     config = ViTConfig(
@@ -65,7 +65,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def legacy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same model as a bundle written before uint8 graphs: schema 1, no "pixels" in
     model.json, graphs that take float32 (B, 3, S, S) pixels normalised by the host."""
-    from service.bundle import LEGACY_PIXELS, MANIFEST
+    from vit_core.bundle import LEGACY_PIXELS, MANIFEST
 
     out = export_tiny(tmp_path_factory.mktemp("bundles") / "legacy", pixels=LEGACY_PIXELS)
     manifest = json.loads((out / MANIFEST).read_text())
@@ -79,7 +79,7 @@ def legacy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def int8_demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained demo checkpoint (checkpoints/demo) exported with --precision int8, once."""
     pytest.importorskip("torch")
-    from model_export.export import main
+    from model_export.export.exporter import main
 
     checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
     if not (checkpoint / "model.safetensors").is_file():

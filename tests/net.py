@@ -4,18 +4,15 @@ tests (a container)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.servers import free_port  # one for the tests and the benchmarks
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "sample", "wait_for"]
 
 
 def sample(url: str, name: str, **labels: str) -> float:

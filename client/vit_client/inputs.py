@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vit_client.errors import InputError
 
-# What the server decodes (service/images.py); a folder's other files are not images to send.
+# What the server calls a folder's images (vit_core/images.py, tied by a test); others are not sent.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 

@@ -34,7 +34,8 @@ Adding a format is one module and one registry line:
 The registry's FORMATS (auto + every adapter name) feeds --format in vit-train and vit-export.
 """
 
-from model_export.formats.base import Adapter, CheckpointError, State
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import CheckpointError, State
 from model_export.formats.files import Checkpoint, Files, open_checkpoint
 from model_export.formats.geometry import infer_heads
 from model_export.formats.registry import ADAPTERS, FORMATS, check_format, choose, detect_format

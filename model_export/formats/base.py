@@ -1,18 +1,13 @@
-"""What every adapter is and shares: the Adapter record, the one error type, JSON reading."""
+"""What every adapter shares: the one error type, the state-dict type, JSON reading."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
-
-if TYPE_CHECKING:
-    from model_export.formats.files import Checkpoint, Files
-    from model_export.model import ViTConfig
 
 State = dict[str, torch.Tensor]
 T = TypeVar("T")
@@ -20,21 +15,6 @@ T = TypeVar("T")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit a ViT; the message says exactly why."""
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """One source format: a name for --format, a cheap test, and the reader.
-
-    detect(keys, files) sees only the weights' key names and the folder's file names (plus its
-    config.json), never a tensor, and answers "is this mine?". load(checkpoint, heads) reads the
-    tensors (once, through the checkpoint) and returns our state dict with the ViTConfig it
-    implies; heads is the caller's head count, for sources that do not record one.
-    """
-
-    name: str
-    detect: Callable[[frozenset[str], Files], bool]
-    load: Callable[[Checkpoint, int | None], tuple[ViTConfig, State]]
 
 
 def reading(source: Path, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from model_export.model import ViTConfig
-from model_export.presets import PRESETS
-from model_export.resnet import STEM_WIDTH, backbone_stride
+from model_export.model.presets import PRESETS
+from model_export.model.resnet import STEM_WIDTH, backbone_stride
+from model_export.model.vit import ViTConfig
 
 # The paper's table maps width to heads; it breaks the D/64 rule at H (1280 -> 16, not 20).
 _HEADS_BY_DIM = {dim: heads for dim, _, heads, _, _ in PRESETS.values()}

@@ -29,10 +29,11 @@ from typing import Any
 
 import torch
 
-from model_export.formats.base import Adapter, State, reading, rgb
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import State, reading, rgb
 from model_export.formats.files import Checkpoint, Files
 from model_export.formats.geometry import config_from_shapes
-from model_export.model import Gelu, Interpolation, ViTConfig
+from model_export.model.vit import Gelu, Interpolation, ViTConfig
 
 PREPROCESSOR = "preprocessor_config.json"
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from model_export.formats.base import Adapter, CheckpointError, State, read_json, reading
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import CheckpointError, State, read_json, reading
 from model_export.formats.files import Checkpoint, Files
-from model_export.model import ViT, ViTConfig
+from model_export.model.vit import ViT, ViTConfig
 
 NATIVE_WEIGHTS = "model.safetensors"
 NATIVE_CONFIG = "config.json"

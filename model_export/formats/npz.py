@@ -25,9 +25,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from model_export.formats.base import Adapter, State, reading
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
-from model_export.model import ViTConfig
+from model_export.model.vit import ViTConfig
 
 _BLOCK = re.compile(r"Transformer/encoderblock_(\d+)/")
 _MHA = "MultiHeadDotProductAttention_1/"

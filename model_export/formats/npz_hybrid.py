@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from model_export.formats import npz, npz_linen
-from model_export.formats.base import Adapter, State, reading
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.formats.geometry import backbone_from_shapes
-from model_export.model import ViTConfig
-from model_export.resnet import backbone_stride
+from model_export.model.resnet import backbone_stride
+from model_export.model.vit import ViTConfig
 
 _ROOT = re.compile(r"^(conv_root|gn_root|block\d+)/")
 _STEM = {"conv_root/kernel": "stem.conv.weight", "gn_root/scale": "stem.norm.weight",

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from model_export.formats import npz
-from model_export.formats.base import Adapter, State, reading
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
-from model_export.model import ViTConfig
+from model_export.model.vit import ViTConfig
 
 T = TypeVar("T")
 _LINEN = re.compile(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from model_export.formats import hf, native, npz, npz_hybrid, npz_linen, timm, timm_hybrid
-from model_export.formats.base import Adapter, CheckpointError
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import CheckpointError
 from model_export.formats.files import CONFIG, Checkpoint, open_checkpoint
 
 # First match wins: a specific adapter goes before a general one that would also say yes.

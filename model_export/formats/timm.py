@@ -21,10 +21,11 @@ from typing import Any, get_args
 
 import torch
 
-from model_export.formats.base import Adapter, State, reading, rgb
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import State, reading, rgb
 from model_export.formats.files import Checkpoint, Files
 from model_export.formats.geometry import config_from_shapes, positions
-from model_export.model import Interpolation, ViTConfig
+from model_export.model.vit import Interpolation, ViTConfig
 
 # VisionTransformer variants this ViT does not compute, by a key fragment that gives them away.
 _TIMM_UNSUPPORTED = {

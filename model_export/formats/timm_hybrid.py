@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
-from model_export.formats.base import Adapter, State, reading
+from model_export.formats.adapter import Adapter
+from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.formats.timm import from_timm, strip_prefixes, timm_config
-from model_export.model import ViTConfig
+from model_export.model.vit import ViTConfig
 
 BACKBONE = "patch_embed.backbone."
 _STEM_ONLY = re.compile(r"^patch_embed\.backbone\.(conv|norm)\.")

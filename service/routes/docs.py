@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from service.errors import NotFound
+from vit_core.errors import NotFound
 
 ASSETS = Path(fastapi_offline.__file__).parent / "static"
 _FILES = {  # the only files served, with their types: no path from the URL reaches the disk
@@ -24,15 +24,15 @@ _FILES = {  # the only files served, with their types: no path from the URL reac
 }
 TITLE = "vit-service"
 
-docs = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
 
-@docs.get("/openapi.json")
+@router.get("/openapi.json")
 async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@docs.get("/docs")
+@router.get("/docs")
 async def swagger_ui() -> HTMLResponse:
     return get_swagger_ui_html(
         openapi_url="/openapi.json",
@@ -43,7 +43,7 @@ async def swagger_ui() -> HTMLResponse:
     )
 
 
-@docs.get("/redoc")
+@router.get("/redoc")
 async def redoc() -> HTMLResponse:
     return get_redoc_html(
         openapi_url="/openapi.json",
@@ -54,7 +54,7 @@ async def redoc() -> HTMLResponse:
     )
 
 
-@docs.get("/docs-assets/{name}")
+@router.get("/docs-assets/{name}")
 async def asset(name: str) -> FileResponse:
     if name not in _FILES:
         raise NotFound(f"no documentation asset {name}")

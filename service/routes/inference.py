@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.attention import overlay_png, rollout_grid
-from service.bundle import EMBEDDING, EXPLAIN, FAST, LOGITS, ROLLOUT, BundleManifest
-from service.deps import JobDep, RuntimeDep
-from service.errors import AttentionUnavailable, InvalidParameter
-from service.outputs import encode_base64, l2_normalize, top_k
-from service.schemas import (
+from service.edge.deps import JobDep, RuntimeDep
+from service.edge.middleware import timing_headers
+from service.edge.schemas import (
     IMAGE_BODY,
     INFERENCE_ERRORS,
     AttentionMap,
@@ -25,17 +23,31 @@ from service.schemas import (
     EmbedResponse,
     ModelInfo,
     ModelRef,
+    Prediction,
     error_responses,
 )
+from service.inference.outputs import encode_base64, l2_normalize, softmax, top_k
+from vit_core.attention import overlay_png, rollout_grid
+from vit_core.bundle import EMBEDDING, EXPLAIN, FAST, LOGITS, ROLLOUT, BundleManifest
+from vit_core.errors import AttentionUnavailable, InvalidParameter
 
-inference = APIRouter()
+router = APIRouter()
 
 
 def _ref(manifest: BundleManifest) -> ModelRef:
     return ModelRef(name=manifest.name, version=manifest.version)
 
 
-@inference.post(
+def _predictions(logits: np.ndarray, k: int, labels: list[str]) -> list[list[Prediction]]:
+    """(B, K) logits → per image, the k most probable classes, most probable first."""
+    probs = softmax(logits)
+    return [
+        [Prediction(label=labels[i], index=int(i), score=float(p[i])) for i in order]
+        for p, order in zip(probs, top_k(probs, k), strict=True)
+    ]
+
+
+@router.post(
     "/classify",
     openapi_extra=IMAGE_BODY,
     responses=INFERENCE_ERRORS,
@@ -43,16 +55,19 @@ def _ref(manifest: BundleManifest) -> ModelRef:
 )
 async def classify(
     job: JobDep,
+    runtime: RuntimeDep,
+    response: Response,
     top: Annotated[int, Query(alias="top_k", ge=1, description="classes per image")] = 5,
 ) -> ClassifyResponse:
-    manifest = job.runtime.manifest
+    manifest = runtime.manifest
     outcome = await job.run(FAST)
-    predictions = top_k(outcome.result.outputs[LOGITS], top, manifest.labels)
+    response.headers.update(timing_headers(outcome))
+    predictions = _predictions(outcome.result.outputs[LOGITS], top, manifest.labels)
     results = [Classification(predictions=p) for p in predictions]
     return ClassifyResponse(model=_ref(manifest), results=results)
 
 
-@inference.post(
+@router.post(
     "/embed",
     openapi_extra=IMAGE_BODY,
     responses=INFERENCE_ERRORS,
@@ -60,26 +75,30 @@ async def classify(
 )
 async def embed(
     job: JobDep,
+    runtime: RuntimeDep,
+    response: Response,
     normalize: Annotated[bool, Query(description="scale each embedding to unit L2 norm")] = False,
     encoding: Annotated[Literal["float", "base64"], Query(description="base64: LE float32")] = (
         "float"
     ),
 ) -> EmbedResponse:
-    vectors = (await job.run(FAST)).result.outputs[EMBEDDING]  # (B, D)
+    outcome = await job.run(FAST)
+    response.headers.update(timing_headers(outcome))
+    vectors = outcome.result.outputs[EMBEDDING]  # (B, D)
     if normalize:
         vectors = l2_normalize(vectors)
     results = [
         Embedding(index=i, embedding=encode_base64(v) if encoding == "base64" else v.tolist())
         for i, v in enumerate(vectors)
     ]
-    manifest = job.runtime.manifest
+    manifest = runtime.manifest
     return EmbedResponse(
         model=_ref(manifest), dim=manifest.dim, normalized=normalize, encoding=encoding,
         results=results,
     )  # fmt: skip
 
 
-@inference.post(
+@router.post(
     "/attention",
     response_model=AttentionResponse,
     openapi_extra=IMAGE_BODY,
@@ -95,29 +114,33 @@ async def embed(
 )
 async def attention(
     job: JobDep,
+    runtime: RuntimeDep,
+    response: Response,
     format: Annotated[Literal["json", "png"], Query(description="png: one image")] = "json",
 ) -> AttentionResponse | Response:
-    manifest = job.runtime.manifest
+    manifest = runtime.manifest
     if EXPLAIN not in manifest.graphs:
         raise AttentionUnavailable("this bundle has no explain graph (explain.onnx)")
-    if format == "png" and len(job.images) != 1:
+    if format == "png" and len(job.inputs) != 1:
         raise InvalidParameter("format=png answers one image per request")
     outcome = await job.run(EXPLAIN, keep_images=format == "png")
+    timings = timing_headers(outcome)
     outputs = outcome.result.outputs
     maps = [rollout_grid(r, manifest.grid) for r in outputs[ROLLOUT]]  # each (rows, cols)
     if format == "png":
         p = outcome.prepared[0]
         assert p.image is not None
         png = await run_in_threadpool(overlay_png, p.image, p.box, maps[0])  # off the event loop
-        return Response(png, media_type="image/png")
-    best = [row[0] for row in top_k(outputs[LOGITS], 1, manifest.labels)]
+        return Response(png, media_type="image/png", headers=timings)
+    response.headers.update(timings)
+    best = [row[0] for row in _predictions(outputs[LOGITS], 1, manifest.labels)]
     results = [
         AttentionMap(attention=m.tolist(), prediction=b) for m, b in zip(maps, best, strict=True)
     ]
     return AttentionResponse(model=_ref(manifest), grid=manifest.grid, results=results)
 
 
-@inference.get("/model", responses=error_responses(401), summary="The model being served and how")
+@router.get("/model", responses=error_responses(401), summary="The model being served and how")
 async def model(runtime: RuntimeDep) -> ModelInfo:
     m, s = runtime.manifest, runtime.settings
     return ModelInfo(

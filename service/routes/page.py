@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
-from service.errors import NotFound
+from vit_core.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}  # the only files served
@@ -23,17 +23,17 @@ ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}  # the only file
 # a data: URL so that the browser does not ask for /favicon.ico.
 POLICY = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'"
 
-page = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
 
-@page.get("/")
+@router.get("/")
 async def index() -> FileResponse:
     return FileResponse(
         STATIC / "index.html", media_type="text/html", headers={"Content-Security-Policy": POLICY}
     )
 
 
-@page.get("/static/{name}")
+@router.get("/static/{name}")
 async def asset(name: Annotated[str, PathParam()]) -> FileResponse:
     if name not in ASSETS:
         raise NotFound(f"no static file {name!r}")

@@ -20,11 +20,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.types import DecoratedCallable
 
-from service.bundle import FAST, BundleManifest
-from service.deps import InferJob, InferJobDep, RuntimeDep
-from service.errors import NotFound, NotReady, error_response
-from service.protocol import encode_response
-from service.protocol_schemas import (
+from service.edge.deps import RuntimeDep, V2Job, V2JobDep
+from service.edge.middleware import timing_headers
+from service.edge.responses import error_response
+from service.edge.schemas import V2ErrorBody, error_responses
+from service.runtime import Runtime
+from service.v2.infer import encode_response
+from service.v2.schemas import (
     EXTENSIONS,
     InferenceRequest,
     InferenceResponse,
@@ -32,11 +34,11 @@ from service.protocol_schemas import (
     ServerMetadata,
     model_metadata,
 )
-from service.runtime import Runtime
-from service.schemas import V2ErrorBody, error_responses
+from vit_core.bundle import FAST, BundleManifest
+from vit_core.errors import NotFound, NotReady
 
-probes = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
-v2 = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
+probes_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
 
 INFER_BODY = {
     "requestBody": {
@@ -86,31 +88,33 @@ ModelDep = Annotated[BundleManifest, Depends(_model)]
 VersionDep = Annotated[BundleManifest, Depends(_version)]
 
 
-def _health(runtime: Runtime, ok: bool) -> Response:
-    return Response(status_code=200) if ok else error_response(NotReady(runtime.status()), "v2")
+def _health(request: Request, runtime: Runtime, ok: bool) -> Response:
+    if ok:
+        return Response(status_code=200)
+    return error_response(NotReady(runtime.status()), request.url.path)
 
 
-@probes.get(
+@probes_router.get(
     "/health/live",
     response_class=Response,  # 200 has no body
     responses={**EMPTY_200, **v2_errors(503)},
     summary="Live",
 )
-async def live(runtime: RuntimeDep) -> Response:
-    return _health(runtime, runtime.alive)
+async def live(request: Request, runtime: RuntimeDep) -> Response:
+    return _health(request, runtime, runtime.alive)
 
 
-@probes.get(
+@probes_router.get(
     "/health/ready",
     response_class=Response,
     responses={**EMPTY_200, **v2_errors(503)},
     summary="Ready",
 )
-async def ready(runtime: RuntimeDep) -> Response:
-    return _health(runtime, runtime.ready)
+async def ready(request: Request, runtime: RuntimeDep) -> Response:
+    return _health(request, runtime, runtime.ready)
 
 
-@v2.get("", summary="Server metadata", responses=v2_errors(401))
+@router.get("", summary="Server metadata", responses=v2_errors(401))
 async def server_metadata(request: Request) -> ServerMetadata:
     app = request.app
     return ServerMetadata(name=app.title, version=app.version, extensions=EXTENSIONS)
@@ -119,12 +123,12 @@ async def server_metadata(request: Request) -> ServerMetadata:
 METADATA = v2_errors(401, 404)
 
 
-@v2.get("/models/{name}", summary="Model metadata", responses=METADATA)
+@router.get("/models/{name}", summary="Model metadata", responses=METADATA)
 async def metadata(manifest: ModelDep) -> ModelMetadata:
     return model_metadata(manifest)
 
 
-@v2.get("/models/{name}/versions/{version}", summary="Model metadata", responses=METADATA)
+@router.get("/models/{name}/versions/{version}", summary="Model metadata", responses=METADATA)
 async def version_metadata(manifest: VersionDep) -> ModelMetadata:
     return model_metadata(manifest)
 
@@ -132,23 +136,23 @@ async def version_metadata(manifest: VersionDep) -> ModelMetadata:
 READY = {**EMPTY_200, **v2_errors(401, 404, 503)}
 
 
-@v2.get("/models/{name}/ready", summary="Model ready", responses=READY, response_class=Response)
-async def model_ready(runtime: RuntimeDep, manifest: ModelDep) -> Response:
-    return _health(runtime, runtime.ready)
+@router.get("/models/{name}/ready", summary="Model ready", responses=READY, response_class=Response)
+async def model_ready(request: Request, runtime: RuntimeDep, manifest: ModelDep) -> Response:
+    return _health(request, runtime, runtime.ready)
 
 
-@v2.get(
+@router.get(
     "/models/{name}/versions/{version}/ready",
     summary="Model ready",
     responses=READY,
     response_class=Response,
 )
-async def version_ready(runtime: RuntimeDep, manifest: VersionDep) -> Response:
-    return _health(runtime, runtime.ready)
+async def version_ready(request: Request, runtime: RuntimeDep, manifest: VersionDep) -> Response:
+    return _health(request, runtime, runtime.ready)
 
 
 def _infer_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
-    return v2.post(
+    return router.post(
         path,
         response_model=InferenceResponse,
         openapi_extra=INFER_BODY,
@@ -158,15 +162,17 @@ def _infer_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
 
 
 @_infer_route("/models/{name}/infer")
-async def infer(manifest: ModelDep, job: InferJobDep) -> Response:
-    return await _infer(job)
+async def infer(manifest: ModelDep, v2_job: V2JobDep) -> Response:
+    return await _infer(v2_job, manifest)
 
 
 @_infer_route("/models/{name}/versions/{version}/infer")
-async def version_infer(manifest: VersionDep, job: InferJobDep) -> Response:
-    return await _infer(job)
+async def version_infer(manifest: VersionDep, v2_job: V2JobDep) -> Response:
+    return await _infer(v2_job, manifest)
 
 
-async def _infer(job: InferJob) -> Response:
-    outcome = await job.run(FAST)
-    return encode_response(job.inference, job.runtime.manifest, outcome.result.outputs)
+async def _infer(v2_job: V2Job, manifest: BundleManifest) -> Response:
+    outcome = await v2_job.job.run(FAST)
+    response = encode_response(v2_job.inference, manifest, outcome.result.outputs)
+    response.headers.update(timing_headers(outcome))
+    return response

@@ -76,3 +76,15 @@ def test_an_error_without_the_services_body_keeps_its_status() -> None:
     )
     service = httpx.Response(413, json={"error": {"code": "payload_too_large", "message": "big"}})
     assert str(_error(service)) == "413 payload_too_large: big"
+
+
+def test_the_client_finds_the_images_the_service_would(tree: Path) -> None:
+    """vit_client is installed without the service, so it keeps its own copy of the suffixes:
+    tied here to the core's, and a folder lists the same files both ways."""
+    from vit_client.inputs import IMAGE_SUFFIXES
+
+    from vit_core.images import IMAGE_SUFFIXES as CORE_SUFFIXES
+    from vit_core.images import image_files
+
+    assert IMAGE_SUFFIXES == CORE_SUFFIXES
+    assert find_images([tree]) == image_files(tree)

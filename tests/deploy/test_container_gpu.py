@@ -23,7 +23,7 @@ from container import IMAGE, Container, compose_flags, engine, needs_image, remo
 from deployfiles import CUDA_ARCHS, lock_pins
 from net import free_port
 
-from service.gpu import MIN_DRIVER, driver_problem
+from service.inference.gpu import MIN_DRIVER, driver_problem
 
 pytestmark = needs_image
 DRIVER_LIBRARY = "libcuda.so.1"
@@ -58,13 +58,15 @@ def test_every_cuda_library_resolves_but_the_drivers() -> None:
 
 
 def test_onnxruntime_names_the_cuda_it_was_built_with() -> None:
-    code = "from service.gpu import onnxruntime_cuda_version as v; print(v())"
+    code = "from service.inference.gpu import onnxruntime_cuda_version as v; print(v())"
     cuda = python_in_image(code).strip()
     assert int(cuda.split(".")[0]) in MIN_DRIVER, cuda
 
 
 def test_without_a_gpu_auto_runs_on_the_cpu_and_says_why(compose: dict[str, Any]) -> None:
-    reason = python_in_image("from service.gpu import why_no_cuda; print(why_no_cuda())").strip()
+    reason = python_in_image(
+        "from service.inference.gpu import why_no_cuda; print(why_no_cuda())"
+    ).strip()
     flags = compose_flags(compose["services"]["api"], VIT_PROVIDERS="auto")
     container: Container = start(flags, free_port())
     try:
@@ -76,7 +78,9 @@ def test_without_a_gpu_auto_runs_on_the_cpu_and_says_why(compose: dict[str, Any]
 def test_compose_gpu_service_refuses_without_a_gpu_in_one_line(compose: dict[str, Any]) -> None:
     """VIT_PROVIDERS=cuda, as compose sets it: exit code 2 and our one line, no traceback (ONNX
     Runtime logs its own error about the library it could not load just before)."""
-    reason = python_in_image("from service.gpu import why_no_cuda; print(why_no_cuda())").strip()
+    reason = python_in_image(
+        "from service.inference.gpu import why_no_cuda; print(why_no_cuda())"
+    ).strip()
     done = engine("run", "--rm", *compose_flags(compose["services"]["api"]), IMAGE, check=False)
     assert done.returncode == 2, done.stderr
     ours = [line for line in done.stderr.splitlines() if line.startswith("vit-serve:")]
@@ -123,7 +127,9 @@ def test_an_old_driver_is_named_in_the_one_line(tmp_path: Path) -> None:
     nvidia-smi, which the NVIDIA Container Toolkit mounts too) and the refusal names it."""
     if Path("/proc/driver/nvidia/version").exists():
         pytest.skip("this host has an NVIDIA driver, which the container would see instead")
-    cuda = python_in_image("from service.gpu import onnxruntime_cuda_version as v; print(v())")
+    cuda = python_in_image(
+        "from service.inference.gpu import onnxruntime_cuda_version as v; print(v())"
+    )
     old = f"{MIN_DRIVER[int(cuda.split('.')[0])] - 30}.54.14"
     smi = tmp_path / "nvidia-smi"
     smi.write_text(f"#!/bin/sh\necho {old}\n")

@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from deployfiles import ROOT, Stage, exec_form, lock_module, lock_pins
+from net import free_port
 
 pytestmark = pytest.mark.slow
 FLAVOR = "cpu"
@@ -67,12 +67,6 @@ def image_env(stages: dict[str, Stage], venv: Path, **overrides: str) -> dict[st
     env = {**outer, **stages["base"].env(), **stages["serve"].env(), **overrides}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{outer['PATH']}"
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_environment_is_exactly_the_lock(venv: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from deployfiles import ROOT, Stage, cuda_kernels_run_on, load_yaml, lock_pins
 
-from service.gpu import MIN_DRIVER
+from service.inference.gpu import MIN_DRIVER
 from service.settings import Settings
 
 K8S = ROOT / "deploy" / "k8s"

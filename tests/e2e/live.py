@@ -17,8 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 from net import free_port, sample, wait_for
 
-from service.bundle import load_bundle
-from service.engine import Engine
+from service.inference.engine import Engine
+from vit_core.bundle import load_bundle
 
 START_TIMEOUT = 90.0  # seconds; the machine running the tests may be busy
 

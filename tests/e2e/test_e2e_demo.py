@@ -34,7 +34,7 @@ class Drawn:
 
 
 def shapes() -> list[Drawn]:
-    from model_export.shapes import CLASSES, draw_shape
+    from model_export.demo.shapes import CLASSES, draw_shape
 
     drawn = []
     for label, kind in enumerate(CLASSES):

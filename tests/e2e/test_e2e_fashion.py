@@ -21,7 +21,7 @@ PER_CLASS = 6  # the first six test images of each class: 60 in one request
 
 
 def test_the_fashion_model_names_test_garments(serve: Callable[..., Server]) -> None:
-    from model_export.fashion_data import CLASSES, DEFAULT_ROOT, load, png
+    from model_export.demo.fashion_data import CLASSES, DEFAULT_ROOT, load, png
 
     if not (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")

@@ -18,11 +18,11 @@ from live import sample, serve_in_thread
 from PIL import Image
 
 from service.app import create_app
-from service.bundle import load_bundle
-from service.engine import Engine
+from service.inference.engine import Engine
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from vit_core.bundle import load_bundle
 
 WHITE = Image.new("RGB", (40, 40), (255, 255, 255))
 
@@ -66,15 +66,35 @@ async def post_all(url: str, images: list[bytes]) -> list[httpx.Response]:
         )
 
 
+async def behind_a_busy_engine(
+    url: str, engine: Faulty, release: threading.Event, batch: list[bytes]
+) -> list[httpx.Response]:
+    """One request holds the engine while `batch` queues up behind it as one batch (by the
+    queue-depth gauge, not by timing); then the engine is let go. Every answer, blocker first."""
+    blocker = png(Image.new("RGB", (40, 40), (0, 0, 90)))
+    first = asyncio.ensure_future(post_all(url, [blocker]))
+    while not engine.entered.is_set():
+        await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(post_all(url, batch))
+    while sample(url, "vit_queue_depth") < len(batch):
+        await asyncio.sleep(0.01)
+    release.set()
+    return [*await first, *await waiting]
+
+
 def test_a_failing_batch_fails_exactly_its_requests_and_the_service_carries_on(
     tiny_bundle: Path,
 ) -> None:
+    release = threading.Event()
     engine = Faulty(tiny_bundle, RuntimeError("CUDA error at /secret/kernel.cu:42"))
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     fine = [png(Image.new("RGB", (40, 40), (30 * i, 0, 0))) for i in range(1, 7)]
     with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
-        failed = asyncio.run(post_all(url, [png(WHITE), fine[0], fine[1]]))  # one full batch
-        assert [a.status_code for a in failed] == [500, 500, 500]
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        engine.hold = release  # warmed up: the next batch holds the engine
+        answers = asyncio.run(behind_a_busy_engine(url, engine, release, [png(WHITE), *fine[:2]]))
+        failed = answers[1:]  # one full batch
+        assert [a.status_code for a in answers] == [200, 500, 500, 500]
         for answer in failed:
             assert answer.json() == {
                 "error": {
@@ -87,6 +107,7 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_service_carries_on(
         assert httpx.get(f"{url}/readyz").status_code == 200
         assert sample(url, "vit_failures_total", reason="batch_error") == 1
         assert sample(url, "vit_requests_total", endpoint="/classify", status="500") == 3
+        assert sample(url, "vit_requests_total", endpoint="/classify", status="200") == 4
 
 
 def test_a_dead_worker_fails_the_waiting_turns_unready_and_hangs_no_one(tiny_bundle: Path) -> None:
@@ -94,23 +115,10 @@ def test_a_dead_worker_fails_the_waiting_turns_unready_and_hangs_no_one(tiny_bun
     engine = Faulty(tiny_bundle, Fatal())
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     others = [png(Image.new("RGB", (40, 40), (0, 90 * i, 0))) for i in range(1, 3)]
-    blocker = png(Image.new("RGB", (40, 40), (0, 0, 90)))
-
-    async def scenario(url: str) -> list[httpx.Response]:
-        """One request holds the engine while white + two others queue up as one batch."""
-        first = asyncio.ensure_future(post_all(url, [blocker]))
-        while not engine.entered.is_set():
-            await asyncio.sleep(0.01)
-        waiting = asyncio.ensure_future(post_all(url, [png(WHITE), *others]))
-        while sample(url, "vit_queue_depth") < 3:
-            await asyncio.sleep(0.01)
-        release.set()
-        return [*await first, *await waiting]
-
     with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
         engine.hold = release  # warmed up: the next batch holds the engine
-        answers = asyncio.run(scenario(url))
+        answers = asyncio.run(behind_a_busy_engine(url, engine, release, [png(WHITE), *others]))
         assert [a.status_code for a in answers] == [200, 500, 500, 500]  # every one answered
         ready, health = httpx.get(f"{url}/readyz"), httpx.get(f"{url}/healthz")
         assert (ready.status_code, health.status_code) == (503, 503)

@@ -27,8 +27,8 @@ CONFIG = dict(
 def hybrid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """(a random hybrid ViT, its bundle from the real exporter)."""
     torch = pytest.importorskip("torch")
-    from model_export.export import export_bundle
-    from model_export.model import ViT, ViTConfig
+    from model_export.export.exporter import export_bundle
+    from model_export.model.vit import ViT, ViTConfig
 
     torch.manual_seed(0)
     model = ViT(ViTConfig(**CONFIG)).eval()
@@ -53,7 +53,7 @@ def test_a_hybrid_bundle_serves_what_torch_computes(
 ) -> None:
     import torch
 
-    from model_export.export_graphs import attention_rollout
+    from model_export.export.graphs import attention_rollout
     from model_export.preprocessing import preprocessor
 
     model, bundle = hybrid

@@ -16,7 +16,7 @@ PER_CLASS = 3
 
 
 def pictures() -> list[bytes]:
-    from model_export.shapes import CLASSES, draw_shape
+    from model_export.demo.shapes import CLASSES, draw_shape
 
     rng = np.random.default_rng(SEED)
     images = []
@@ -33,8 +33,8 @@ def test_int8_bundle_serves_pytorchs_answers(
 ) -> None:
     import torch
 
-    from model_export.checkpoints import load_checkpoint
-    from model_export.export_graphs import ExplainGraph
+    from model_export.export.graphs import ExplainGraph
+    from model_export.formats.checkpoints import load_checkpoint
     from model_export.preprocessing import preprocessor
 
     server = serve(bundle=int8_demo_bundle)

@@ -21,7 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as shown
 from selenium.webdriver.support.wait import WebDriverWait
 
-from service.bundle import load_bundle
+from vit_core.bundle import load_bundle
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "demo"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -62,7 +62,7 @@ def browser() -> Iterator[Any]:
 def test_the_page_names_a_drawn_star_and_shows_where_it_looked(
     serve: Callable[..., Server], browser: Any, tmp_path: Path
 ) -> None:
-    from model_export.shapes import draw_shape
+    from model_export.demo.shapes import draw_shape
 
     server = serve(bundle=DEMO, api_key=KEY, max_batch_size=2)
     star, _ = draw_shape("star", SIZE, SEED)

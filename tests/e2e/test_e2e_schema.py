@@ -24,11 +24,11 @@ from hypothesis import settings
 from live import Server, ready, serve_in_thread, wait_for
 
 from service.app import create_app
-from service.bundle import load_bundle
-from service.engine import Engine, Outputs
+from service.inference.engine import Engine, Outputs
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
+from vit_core.bundle import load_bundle
 
 TESTS = Path(__file__).resolve().parents[1]  # where the hooks module's package `fuzz` lives
 CONFIG = TESTS / "fuzz" / "schemathesis.toml"  # phases, checks, hooks: the run but its size

@@ -15,8 +15,8 @@ import tritonclient.http as httpclient
 from live import Server
 from tritonclient.utils import InferenceServerException
 
-from service.bundle import load_bundle
-from service.images import Preprocessor
+from vit_core.bundle import load_bundle
+from vit_core.images import Preprocessor
 
 KEY = "s3cret"
 MODEL = "tiny-vit"

@@ -11,10 +11,10 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from fuzz.mutations import CORPUS, hostile_images
-from service.bundle import Preprocess
-from service.errors import ServiceError
-from service.images import Preprocessor
 from service.settings import Settings
+from vit_core.bundle import Preprocess
+from vit_core.errors import ServiceError
+from vit_core.images import Preprocessor
 
 S = 32
 MAX_PIXELS = Settings.model_fields["max_image_pixels"].default  # what the service refuses above

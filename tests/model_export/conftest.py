@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from model_export.model import ViT, ViTConfig
+from model_export.model.vit import ViT, ViTConfig
 
 M = TypeVar("M", bound=nn.Module)
 

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from model_export.model import ViT
+from model_export.model.vit import ViT
 from tests.model_export.conftest import _to_npz
 
 _LINEN = {

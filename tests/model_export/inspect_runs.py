@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from model_export.inspect import REPORT, main
-from model_export.shapes import CLASSES, draw_shape
+from model_export.demo.shapes import CLASSES, draw_shape
+from model_export.inspection.inspector import REPORT, main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CHECKPOINT = ROOT / "checkpoints" / "demo"
@@ -24,9 +24,10 @@ def image_folder(root: Path) -> Path:
         (root / kind).mkdir()
         image, _ = draw_shape(kind, SIZES[i % len(SIZES)], np.random.default_rng([7, i]))
         image.save(root / kind / ("0.png" if i % 2 else "0.jpg"), quality=95)
-    (root / "notes.txt").write_text("not an image")
+    (root / "notes.txt").write_text("not an image")  # not named as one: never listed
+    (root / "notes.jpg").write_text("not an image")  # named as one: tried, skipped, reported
     (root / ".DS_Store").write_bytes(b"\x00\x01")
-    with open(root / "video.mp4", "wb") as f:
+    with open(root / "video.png", "wb") as f:
         f.truncate(300 * 2**20)  # sparse: costs no disk, but must not be read into memory
     return root
 

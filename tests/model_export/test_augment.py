@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model_export.augment import recolour, shift
+from model_export.training.augment import recolour, shift
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model_export.checkpoints import save_native
-from model_export.export import main
-from model_export.model import ViT
-from service.bundle import FAST, load_bundle
+from model_export.export.exporter import main
+from model_export.formats.checkpoints import save_native
+from model_export.model.vit import ViT
 from tests.conftest import picture
+from vit_core.bundle import FAST, load_bundle
 
 
 def test_cli_checks_on_every_image_in_the_folder_and_skips_other_files(
@@ -37,7 +37,7 @@ def test_cli_refuses_a_folder_without_images(
     (tmp_path / "empty" / "notes.txt").write_text("nothing to see\n")
     args = [str(tmp_path / "ckpt"), "--out", str(tmp_path / "bundle")]
     assert main([*args, "--check-images", str(tmp_path / "empty")]) == 2
-    assert "check images: no file in" in capsys.readouterr().err
+    assert "check images: no image file in" in capsys.readouterr().err
     assert main([*args, "--check-images", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "bundle").exists()

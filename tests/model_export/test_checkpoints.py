@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model_export.checkpoints import CheckpointError, load_checkpoint, save_native
 from model_export.formats import infer_heads
-from model_export.model import ViT, ViTConfig
+from model_export.formats.checkpoints import CheckpointError, load_checkpoint, save_native
+from model_export.model.vit import ViT, ViTConfig
 
 Randomise = Callable[..., ViT]
 ToTimm = Callable[[ViT], dict[str, torch.Tensor]]

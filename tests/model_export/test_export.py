@@ -16,26 +16,26 @@ import pytest
 import torch
 from PIL import Image
 
-from model_export import export as export_module
-from model_export.checkpoints import NATIVE_WEIGHTS, save_native
-from model_export.export import PIXELS, export_bundle, main, source_sha256
-from model_export.export_check import (
+from model_export.export import exporter as export_module
+from model_export.export.check import (
     CheckFailed,
     check_pixels,
     draw_images,
     reference_input,
     validate,
 )
-from model_export.export_graphs import (
+from model_export.export.exporter import PIXELS, export_bundle, main, source_sha256
+from model_export.export.graphs import (
     ExportError,
     FastGraph,
     Graph,
     count_fused_attention,
     export_graph,
 )
-from model_export.model import ViT, ViTConfig
+from model_export.formats.checkpoints import NATIVE_WEIGHTS, save_native
+from model_export.model.vit import ViT, ViTConfig
 from model_export.preprocessing import array_pixels, bundle_preprocess
-from service.bundle import (
+from vit_core.bundle import (
     ATTENTION_DISTANCE,
     EMBEDDING,
     EXPLAIN,
@@ -49,7 +49,7 @@ from service.bundle import (
     load_bundle,
     sha256_file,
 )
-from service.images import Preprocessor
+from vit_core.images import Preprocessor
 
 TINY = ViTConfig(
     image_size=32,

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_export.export import PIXELS, export_bundle
-from model_export.export_check import FP16_MIN_COSINE, draw_images, reference_input
-from model_export.model import ViT, ViTConfig
+from model_export.export.check import FP16_MIN_COSINE, draw_images, reference_input
+from model_export.export.exporter import PIXELS, export_bundle
+from model_export.model.resnet import StdConv2d, fold_weight_standardisation
+from model_export.model.vit import ViT, ViTConfig
 from model_export.preprocessing import array_pixels, bundle_preprocess
-from model_export.resnet import StdConv2d, fold_weight_standardisation
-from service.bundle import EXPLAIN, FAST, BundleManifest, load_bundle
+from vit_core.bundle import EXPLAIN, FAST, BundleManifest, load_bundle
 
 HYBRID = ViTConfig(
     image_size=(64, 96), patch_size=2, dim=32, depth=2, heads=4, mlp_dim=64, num_classes=3,

@@ -15,14 +15,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model_export.checkpoints import load_checkpoint, save_native
-from model_export.export import PIXELS, main
-from model_export.export_check import CheckFailed, draw_images, validate
-from model_export.export_graphs import ExplainGraph, export_graph, fuse_for_ort
-from model_export.export_int8 import Int8Gate, to_int8
-from model_export.model import ViT, ViTConfig
+from model_export.export.check import CheckFailed, draw_images, validate
+from model_export.export.exporter import PIXELS, main
+from model_export.export.graphs import ExplainGraph, export_graph, fuse_for_ort
+from model_export.export.int8 import Int8Gate, to_int8
+from model_export.formats.checkpoints import load_checkpoint, save_native
+from model_export.model.vit import ViT, ViTConfig
 from model_export.preprocessing import array_pixels
-from service.bundle import EXPLAIN, FAST, INPUT, LOGITS, OUTPUTS, ROLLOUT, load_bundle
+from vit_core.bundle import EXPLAIN, FAST, INPUT, LOGITS, OUTPUTS, ROLLOUT, load_bundle
 
 DEMO = Path(__file__).resolve().parents[2] / "checkpoints" / "demo"
 TINY = ViTConfig(

@@ -12,14 +12,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from model_export.export import PIXELS, export_bundle
-from model_export.export_check import draw_images
-from model_export.export_graphs import Graph
-from model_export.export_pixels import with_pixel_input
-from model_export.model import ViT, ViTConfig
+from model_export.export.check import draw_images
+from model_export.export.exporter import PIXELS, export_bundle
+from model_export.export.graphs import Graph
+from model_export.export.pixels import with_pixel_input
+from model_export.model.vit import ViT, ViTConfig
 from model_export.preprocessing import array_pixels
-from service.bundle import FAST, INPUT, LEGACY_PIXELS, LOGITS, PixelFormat, Preprocess, load_bundle
-from service.images import normalise
+from vit_core.bundle import FAST, INPUT, LEGACY_PIXELS, LOGITS, PixelFormat, Preprocess, load_bundle
+from vit_core.images import normalise
 
 IMAGENET = Preprocess(
     mean=(0.485, 0.456, 0.406),

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.data import DataError
-from model_export.fashion import Recipe, _overridden, main, scratch
-from model_export.fashion_data import (
+from model_export.demo.fashion_data import (
     CLASSES,
     DEFAULT_ROOT,
     PixelDataset,
@@ -22,9 +20,11 @@ from model_export.fashion_data import (
     png,
     read_idx,
 )
-from model_export.model import ViTConfig
+from model_export.demo.fashion_train import Recipe, _overridden, main, scratch
+from model_export.model.vit import ViTConfig
 from model_export.preprocessing import preprocessor
-from model_export.train import prepare_for_finetune
+from model_export.training.data import DataError
+from model_export.training.recipe import prepare_for_finetune
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -87,7 +87,7 @@ def test_the_installed_dataset_is_the_published_one() -> None:
 def test_test_images_are_written_as_the_grey_pngs_a_user_posts(tmp_path: Path) -> None:
     from PIL import Image
 
-    from model_export.fashion_data import write_pngs
+    from model_export.demo.fashion_data import write_pngs
 
     split = fake_split(n=40)
     paths = write_pngs(split, tmp_path, per_class=2)

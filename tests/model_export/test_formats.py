@@ -16,10 +16,10 @@ from safetensors.torch import load_file, save_file
 from transformers import ViTConfig as HFConfig
 from transformers import ViTForImageClassification
 
-from model_export.checkpoints import CheckpointError, load_checkpoint, save_native
-from model_export.export import main as export_main
+from model_export.export.exporter import main as export_main
 from model_export.formats import ADAPTERS, FORMATS, detect_format, open_checkpoint
-from model_export.model import ViT, ViTConfig
+from model_export.formats.checkpoints import CheckpointError, load_checkpoint, save_native
+from model_export.model.vit import ViT, ViTConfig
 from tests.model_export.conftest import _randomise
 from tests.model_export.flax_layouts import hybrid_npz, to_linen
 

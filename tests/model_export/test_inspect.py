@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
-from model_export.attention_distance import attention_distance, patch_distances
-from model_export.checkpoints import load_checkpoint, save_native
-from model_export.inspect import FIGURES
-from model_export.model import ViT, ViTConfig
+from model_export.demo.shapes import CLASSES
+from model_export.formats.checkpoints import load_checkpoint, save_native
+from model_export.inspection.inspector import FIGURES
+from model_export.model.attention_distance import attention_distance, patch_distances
+from model_export.model.vit import ViT, ViTConfig
 from model_export.preprocessing import preprocessor
-from model_export.shapes import CLASSES
 from tests.model_export.inspect_runs import DEMO_BUNDLE, DEMO_CHECKPOINT, image_folder, run
 
 
@@ -45,7 +45,7 @@ def inspected(
 def demo_pixels(images: Path) -> tuple[list[str], np.ndarray]:
     """The used images' names and pixels (B, 3, 224, 224), through the service's transform."""
     prepare = preprocessor(load_checkpoint(DEMO_CHECKPOINT).model.config)
-    files = sorted(p for p in images.rglob("*") if p.suffix in (".png", ".jpg"))
+    files = sorted(images.glob("*/0.*"))  # the shapes, one per class folder
     names = [p.relative_to(images).as_posix() for p in files]
     return names, np.stack([prepare(p.read_bytes()).pixels for p in files])
 
@@ -129,9 +129,9 @@ def test_report_matches_independent_loops(
     assert report["grid"] == [14, 14]
     assert report["images"]["used"] == len(CLASSES) == len(names)
     skipped = {s["file"]: s["reason"] for s in report["images"]["skipped"]}
-    assert list(skipped) == ["notes.txt", "video.mp4"]
+    assert list(skipped) == ["notes.jpg", "video.png"]
     assert (
-        "not a JPEG, PNG" in skipped["notes.txt"] and "300 MiB is too large" in skipped["video.mp4"]
+        "not a JPEG, PNG" in skipped["notes.jpg"] and "300 MiB is too large" in skipped["video.png"]
     )
 
     distance = np.asarray(report["attention_distance"])  # (L, H)

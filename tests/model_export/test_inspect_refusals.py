@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
-from model_export.inspect import FIGURES, main
-from service.bundle import ATTENTION_DISTANCE, load_bundle, sha256_file
+from model_export.inspection.inspector import FIGURES, main
 from tests.model_export.inspect_runs import DEMO_CHECKPOINT, image_folder, run
+from vit_core.bundle import ATTENTION_DISTANCE, load_bundle, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,10 @@ def test_folder_without_a_readable_image_is_refused(
 ) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
-    (tmp_path / "docs" / "b.txt").write_text("text")
+    (tmp_path / "docs" / "b.png").write_text("text")
+    (tmp_path / "docs" / "c.txt").write_text("text")  # not named as an image: not counted
     err = refused(capsys, DEMO_CHECKPOINT, tmp_path / "docs", tmp_path / "out")
-    assert "none of its 2 files is a readable image" in err
+    assert "none of its 2 image files is a readable image" in err
 
 
 def test_unreadable_checkpoint_is_refused(
@@ -63,7 +64,7 @@ def test_unreadable_checkpoint_is_refused(
 def test_command_line_process_exits_2_with_one_line(images: Path, tmp_path: Path) -> None:
     """The real process, as the console script runs it: no traceback on a bad checkpoint."""
     done = subprocess.run(
-        [sys.executable, "-m", "model_export.inspect", str(tmp_path / "missing"),
+        [sys.executable, "-m", "model_export.inspection.inspector", str(tmp_path / "missing"),
          "--images", str(images), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

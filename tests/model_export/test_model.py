@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_export.model import ViT, ViTConfig, count_parameters, resize_pos_embed
-from model_export.presets import PRESETS, preset
+from model_export.model.presets import PRESETS, preset
+from model_export.model.vit import ViT, ViTConfig, count_parameters, resize_pos_embed
 
 TINY = ViTConfig(image_size=32, patch_size=8, dim=32, depth=2, heads=4, mlp_dim=64, num_classes=5)
 

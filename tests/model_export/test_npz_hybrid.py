@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from model_export.checkpoints import CheckpointError, build_model, load_checkpoint
-from model_export.model import ViT, ViTConfig
+from model_export.formats.checkpoints import CheckpointError, build_model, load_checkpoint
+from model_export.model.vit import ViT, ViTConfig
 from tests.model_export.flax_layouts import hybrid_npz, to_linen
 from tests.model_export.flax_reference import flax_resnet
 from tests.model_export.test_checkpoints import flax_vit

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import ViTConfig as HFConfig
 from transformers import ViTForImageClassification, ViTImageProcessorPil, ViTModel
 
-from model_export.checkpoints import CheckpointError, load_checkpoint
+from model_export.formats.checkpoints import CheckpointError, load_checkpoint
 
 Randomise = Callable[[nn.Module], nn.Module]
 

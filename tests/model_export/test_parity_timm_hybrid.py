@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from model_export.checkpoints import CheckpointError, build_model, load_checkpoint
-from model_export.model import ViTConfig
+from model_export.formats.checkpoints import CheckpointError, build_model, load_checkpoint
+from model_export.model.vit import ViTConfig
 from tests.model_export.timm_reference import import_timm, rel_error, timm_outputs
 
 Randomise = Callable[[nn.Module], nn.Module]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.model import ViT, ViTConfig
-from model_export.presets import preset
-from model_export.resnet import StdConv2d, same_padding
+from model_export.model.presets import preset
+from model_export.model.resnet import StdConv2d, same_padding
+from model_export.model.vit import ViT, ViTConfig
 from tests.model_export.timm_reference import import_timm, rel_error
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_export.data import ImageDataset, scan
-from model_export.model import ViTConfig
-from service.bundle import Preprocess
-from service.images import Preprocessor
+from model_export.model.vit import ViTConfig
+from model_export.training.data import ImageDataset, scan
+from vit_core.bundle import Preprocess
+from vit_core.images import Preprocessor
 
 SIZE = 32
 PREPROCESS = {

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_export import shapes
-from model_export.shapes import BACKGROUNDS, CLASSES, draw_shape, generate
+from model_export.demo import shapes
+from model_export.demo.shapes import BACKGROUNDS, CLASSES, draw_shape, generate
 
 
 def test_classes_are_the_six_shapes_in_head_order() -> None:

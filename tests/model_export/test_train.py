@@ -15,9 +15,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from model_export import demo
-from model_export.checkpoints import load_native, save_native
-from model_export.data import (
+from model_export.demo import shapes_train as demo
+from model_export.demo.shapes import CLASSES, generate
+from model_export.formats.checkpoints import load_native, save_native
+from model_export.model.vit import ViT, ViTConfig
+from model_export.training.cli import main
+from model_export.training.data import (
     DataError,
     ImageDataset,
     augment,
@@ -25,9 +28,7 @@ from model_export.data import (
     split,
     train_batches,
 )
-from model_export.model import ViT, ViTConfig
-from model_export.shapes import CLASSES, generate
-from model_export.train import (
+from model_export.training.recipe import (
     TrainConfig,
     TrainError,
     evaluate,
@@ -36,7 +37,6 @@ from model_export.train import (
     train,
     warmup_cosine,
 )
-from model_export.train_cli import main
 
 SORTED = tuple(sorted(CLASSES))
 TINY = dict(image_size=32, patch_size=8, dim=32, depth=2, heads=2, mlp_dim=64)
@@ -301,7 +301,7 @@ def test_cli_errors_exit_2_with_a_precise_message(
 
 def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     argv = [str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--from-scratch"]
-    command = [sys.executable, "-m", "model_export.train_cli", *argv]
+    command = [sys.executable, "-m", "model_export.training.cli", *argv]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr

@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from service.bundle import load_bundle
-from service.engine import Engine
+from service.inference.engine import Engine
+from vit_core.bundle import load_bundle
 
 
 class SlowToWarm(Engine):

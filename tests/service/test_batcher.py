@@ -14,10 +14,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 import pytest
 
-from service.batch_request import BatchResult
-from service.batcher import Batcher
-from service.errors import BatchFailed, NotReady, Overloaded, WorkerDied
+from service.inference.batch_request import BatchResult
+from service.inference.batcher import Batcher
 from service.metrics import Metrics
+from vit_core.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 
 WAIT = 10.0  # seconds a test waits for a future before calling it hung
 POISON = -1.0

@@ -10,7 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.bundle import (
+from service.inference.engine import CPU, CUDA, Engine, EngineError
+from service.inference.engine_io import CudaOptions, HostBuffer
+from vit_core.bundle import (
     EMBEDDING,
     EXPLAIN,
     FAST,
@@ -20,9 +22,7 @@ from service.bundle import (
     BundleManifest,
     load_bundle,
 )
-from service.engine import CPU, CUDA, Engine, EngineError
-from service.engine_io import CudaOptions, HostBuffer
-from service.images import normalise
+from vit_core.images import normalise
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_the_batch_buffer_is_the_graphs_input_and_runs_where_it_lies(engine: Eng
 def test_a_cuda_buffer_without_pinned_memory_says_so_and_still_works(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.engine_io"):
+    with caplog.at_level(logging.WARNING, logger="service.inference.engine_io"):
         buffer = HostBuffer(4, (8, 8, 3), np.dtype(np.uint8), cuda=True)
     assert not buffer.pinned and buffer.array.shape == (4, 8, 8, 3)
     if CUDA not in ort.get_available_providers():
@@ -105,7 +105,7 @@ def test_cpu_means_cpu(engine: Engine) -> None:
 def test_auto_falls_back_to_cpu_with_one_log_line(
     tiny_bundle: Path, manifest: BundleManifest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.engine"):
+    with caplog.at_level(logging.WARNING, logger="service.inference.engine"):
         engine = Engine(tiny_bundle, manifest, "auto")
     assert engine.provider == CPU
     assert [r.getMessage() for r in caplog.records] == [

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from service.gpu import driver_problem, driver_version, no_cuda_reason, onnxruntime_cuda_version
+from service.inference.gpu import (
+    driver_problem,
+    driver_version,
+    no_cuda_reason,
+    onnxruntime_cuda_version,
+)
 
 PROPRIETARY = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\n"

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.bundle import Preprocess
-from service.errors import ImageTooLarge
-from service.image_costs import dct_scale, decoded_bytes
-from service.images import (
+from service.settings import Settings
+from vit_core.bundle import Preprocess
+from vit_core.errors import ImageTooLarge
+from vit_core.image_costs import dct_scale, decoded_bytes
+from vit_core.images import (
     OVERVIEW_SIDE,
     Preprocessor,
     Size,
@@ -25,7 +26,6 @@ from service.images import (
     open_image,
     overview_size,
 )
-from service.settings import Settings
 
 SQUASH = Preprocess(
     mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic", resize_mode="squash", crop_pct=1.0

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from test_api import LIMITS, files, wait_ready
 
 from service.app import create_app
-from service.bundle import load_bundle
-from service.images import Preprocessor
 from service.settings import Settings
+from vit_core.bundle import load_bundle
+from vit_core.images import Preprocessor
 
 Draw = Any  # the conftest `draw` fixture's callable
 MODEL = "/v2/models/tiny-vit"

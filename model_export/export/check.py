@@ -1,0 +1,226 @@
+"""The exporter's self-check: ONNX Runtime on the CPU provider against PyTorch, same pixels.
+
+Images are both random noise and pictures (model_export.demo.shapes), because noise alone keeps
+every activation in a narrow band that real inputs leave; both go through vit_core's transform with
+the bundle's own preprocessing (crop or squash), so the check sees the pixels requests will. ONNX
+Runtime gets them as the graph takes them (uint8, normalised in-graph); PyTorch gets the same
+pixels normalised in torch by the textbook formula, so the graph's front is checked too. Every image
+runs through ORT at batch 32; a prefix also at batches 3 and 1, which exercises the dynamic batch
+axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from model_export.demo.shapes import CLASSES, draw_shape
+from model_export.export.graphs import ExportError
+from model_export.export.int8 import INT8_GATE, Int8Gate
+from model_export.model.vit import ViTConfig
+from model_export.preprocessing import TRAINING_MAX_PIXELS, array_pixels
+from vit_core.bundle import (
+    EMBEDDING,
+    INPUT,
+    LOGITS,
+    ROLLOUT,
+    GraphValidation,
+    OutputError,
+    PixelFormat,
+    Precision,
+    Preprocess,
+)
+from vit_core.errors import ServiceError
+from vit_core.images import decode, image_files
+
+BATCH_SIZES = (1, 3, 32)
+SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
+FP32_MAX_REL = 1e-4
+FP16_MIN_TOP1 = 0.99
+FP16_MIN_COSINE = 0.999
+MIN_DRAW_SIZE = 32  # pictures are drawn at least this big, then resized like any input
+MAX_CHECK_IMAGES = 256  # a user's own: with as many noise images, (512, 3, 224, 224) is 300 MB
+
+
+class CheckFailed(ExportError):
+    """ORT disagrees with PyTorch beyond the tolerance; the message carries the figures."""
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What an export is checked on, and what it must keep of the float32 model."""
+
+    precision: Precision
+    images: list[np.ndarray] | None  # None: the exporter draws its own
+    gate: Int8Gate
+
+
+def draw_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """count (size, size, 3) uint8 pictures of synthetic shapes, every class in turn."""
+    rng = np.random.default_rng(seed)
+    size = max(size, MIN_DRAW_SIZE)
+    return [np.asarray(draw_shape(CLASSES[i % len(CLASSES)], size, rng)[0]) for i in range(count)]
+
+
+def noise_images(count: int, size: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return list(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+
+
+def read_check_images(folder: Path) -> list[np.ndarray]:
+    """(H, W, 3) uint8 RGB arrays of the first MAX_CHECK_IMAGES image files under folder that
+    decode (name order, sub-folders included), decoded as the service decodes a request."""
+    if not folder.is_dir():
+        raise ExportError(f"check images: {folder} is not a folder")
+    images = []
+    for path in image_files(folder):
+        try:
+            images.append(np.asarray(decode(path.read_bytes(), TRAINING_MAX_PIXELS)))
+        except (OSError, ServiceError):
+            continue  # named like an image but not one: the folder is the user's
+        if len(images) == MAX_CHECK_IMAGES:
+            break
+    if not images:
+        raise ExportError(f"check images: no image file in {folder} decodes as an image")
+    return images
+
+
+def check_pixels(
+    config: ViTConfig, images: Sequence[np.ndarray] | None, pixels: PixelFormat
+) -> np.ndarray:
+    """Interleaved noise and pictures, 64 in all unless the caller brings its own pictures, as
+    the graph takes them: (B, H, W, 3) uint8, or as `pixels` says."""
+    side = max(config.image_hw)  # drawn square, then squashed to H×W like any input
+    pictures = list(images) if images else draw_images(32, side)
+    noise = noise_images(len(pictures), side)
+    mixed = [im for pair in zip(noise, pictures, strict=True) for im in pair]
+    return array_pixels(mixed, config, pixels)
+
+
+def reference_input(pixels: np.ndarray, fmt: PixelFormat, p: Preprocess) -> torch.Tensor:
+    """The graph's input → (B, 3, H, W) float32 by (x / 255 - mean) / std, in torch."""
+    x = torch.from_numpy(pixels)
+    if fmt.dtype == "float32":
+        return x  # normalised by the host already
+    if fmt.layout == "NHWC":
+        x = x.permute(0, 3, 1, 2)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (p.mean, p.std))
+    return (x.float() / 255 - mean) / std
+
+
+Outputs = dict[str, np.ndarray]  # output name → (B, ...)
+
+
+@torch.no_grad()
+def torch_outputs(
+    module: nn.Module, x: torch.Tensor, names: Sequence[str], batch: int = 32
+) -> Outputs:
+    """The module on normalised x; it returns its outputs in the order `names` lists them (the
+    graph's order)."""
+    chunks = [module(x[i : i + batch]) for i in range(0, len(x), batch)]
+    return {n: torch.cat([c[j] for c in chunks]).numpy() for j, n in enumerate(names)}
+
+
+def ort_outputs(
+    session: ort.InferenceSession, pixels: np.ndarray, names: Sequence[str], batch: int
+) -> Outputs:
+    starts = range(0, len(pixels), batch)
+    chunks = [session.run(list(names), {INPUT: pixels[i : i + batch]}) for i in starts]
+    return {n: np.concatenate([c[j] for c in chunks]) for j, n in enumerate(names)}
+
+
+def validate(
+    proto: onnx.ModelProto,
+    module: nn.Module,
+    pixels: np.ndarray,
+    output_names: Sequence[str],
+    precision: Precision,
+    reference: torch.Tensor,
+    int8_gate: Int8Gate = INT8_GATE,
+) -> GraphValidation:
+    """Run the graph on ORT's CPU provider at every batch size on `pixels`, and the module on
+    `reference` (the same pixels, normalised); raise CheckFailed on drift."""
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = torch_outputs(module, reference, output_names)
+    errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
+    top1, cosine, rollout = 1.0, 1.0, 1.0
+    for batch in BATCH_SIZES:
+        subset = pixels if batch == max(BATCH_SIZES) else pixels[:SMALL_BATCH_IMAGES]
+        got = ort_outputs(session, subset, output_names, batch)
+        for name in output_names:
+            a, b = got[name], expected[name][: len(subset)]
+            abs_err = float(np.abs(a - b).max())
+            rel_err = abs_err / max(float(np.abs(b).max()), 1e-12)
+            errors[name] = [max(errors[name][0], abs_err), max(errors[name][1], rel_err)]
+        top1 = min(top1, _top1_agreement(got[LOGITS], expected[LOGITS]))
+        cosine = min(cosine, _min_cosine(got[EMBEDDING], expected[EMBEDDING]))
+        if ROLLOUT in output_names:
+            rollout = min(rollout, _min_correlation(got[ROLLOUT], expected[ROLLOUT]))
+    result = GraphValidation(
+        batch_sizes=list(BATCH_SIZES),
+        images=len(pixels),
+        outputs={n: OutputError(max_abs=e[0], max_rel=e[1]) for n, e in errors.items()},
+        top1_agreement=top1,
+        embedding_cosine_min=cosine,
+        rollout_correlation_min=rollout if ROLLOUT in output_names else None,
+    )
+    _enforce(result, precision, int8_gate)
+    return result
+
+
+def _top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(-1) == b[: len(a)].argmax(-1)).mean())
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    b = b[: len(a)]
+    dot = (a * b).sum(-1)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return float((dot / np.maximum(norms, 1e-12)).min())
+
+
+def _min_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Worst per-row Pearson correlation of a (B, N) with b's first B rows."""
+    a, b = a - a.mean(-1, keepdims=True), b[: len(a)] - b[: len(a)].mean(-1, keepdims=True)
+    return _min_cosine(a, b)
+
+
+def _enforce(v: GraphValidation, precision: Precision, int8_gate: Int8Gate) -> None:
+    figures = ", ".join(
+        f"{name} max_abs={e.max_abs:.3g} max_rel={e.max_rel:.3g}" for name, e in v.outputs.items()
+    )
+    figures += f", top1_agreement={v.top1_agreement:.4f}, cosine_min={v.embedding_cosine_min:.6f}"
+    if v.rollout_correlation_min is not None:
+        figures += f", rollout_correlation_min={v.rollout_correlation_min:.4f}"
+    if precision == "fp32":
+        worst = max(e.max_rel for e in v.outputs.values())
+        if worst > FP32_MAX_REL:
+            raise CheckFailed(f"fp32 graph drifts from PyTorch beyond {FP32_MAX_REL:g}: {figures}")
+    elif precision == "int8":
+        _enforce_int8(v, int8_gate, figures)
+    elif v.top1_agreement < FP16_MIN_TOP1 or v.embedding_cosine_min < FP16_MIN_COSINE:
+        raise CheckFailed(
+            f"fp16 graph needs top-1 agreement >= {FP16_MIN_TOP1} and embedding cosine >= "
+            f"{FP16_MIN_COSINE}: {figures}"
+        )
+
+
+def _enforce_int8(v: GraphValidation, gate: Int8Gate, figures: str) -> None:
+    rollout = 1.0 if v.rollout_correlation_min is None else v.rollout_correlation_min
+    if (
+        v.top1_agreement < gate.min_top1
+        or v.embedding_cosine_min < gate.min_cosine
+        or rollout < gate.min_rollout_correlation
+    ):
+        raise CheckFailed(
+            f"int8 graph needs top-1 agreement >= {gate.min_top1}, embedding cosine >= "
+            f"{gate.min_cosine} and rollout correlation >= {gate.min_rollout_correlation}: "
+            f"{figures}"
+        )

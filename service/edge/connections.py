@@ -1,0 +1,185 @@
+"""Connections that cannot be held open for free: uvicorn's HTTP/1.1 protocol (h11) with three
+bounds it lacks, and the file-descriptor limit raised to make room for them.
+
+- A request head (request line + headers) must arrive within `header_timeout_s` of the connection
+  opening or of the previous answer: a client that connects and sends nothing, or trickles its
+  headers byte by byte (slowloris), is closed. uvicorn's keep-alive timer alone does not do this:
+  it is cancelled by the first byte of the next request.
+- At most `max_connections` are open at once. One more is answered 429 and closed as soon as its
+  request line shows which route it wanted (so the body speaks that route's protocol), or after
+  REFUSAL_WAIT_S without one; idle sockets cannot use up the process's file descriptors and lock
+  everyone else out. At most REFUSALS_PENDING such connections wait for their request line; past
+  that, one more is refused at once in the native shape.
+- A request carrying both Content-Length and Transfer-Encoding (a request-smuggling probe: two
+  parsers may frame it differently) is refused with 400 and the connection closed, so a second
+  request hidden in its body is never answered. That check, and the cap on requests handled at
+  once, are an ASGI middleware (`RequestGuard`): they answer with the service's own error bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.edge.responses import error_response, raw_refusal, request_path
+from service.metrics import Metrics
+from vit_core.errors import MalformedRequest, Overloaded, ServiceError
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 64  # descriptors kept for the bundle's files, logs, pipes, thread wake-ups
+REFUSAL_WAIT_S = 1.0  # how long a connection over the cap may take to send its request line
+REFUSALS_PENDING = FD_RESERVE // 2  # connections over the cap waiting for their request line
+_LINE_BYTES = 8192  # a request line longer than this is refused without reading on
+
+
+def _too_many_connections() -> ServiceError:
+    return Overloaded("too many open connections; retry shortly")
+
+
+def guarded_h11(header_timeout_s: float, max_connections: int) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with the header deadline and the connection cap."""
+
+    waiting: set[GuardedH11] = set()  # connections over the cap, waiting for their request line
+
+    class GuardedH11(H11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._waiting_for: object = None  # the cycle in place when the timer was armed
+            self._refused: bytearray | None = None  # over the cap: what came of its request line
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(self.connections) < max_connections:
+                super().connection_made(transport)
+                self._arm()
+                return
+            self.transport = transport
+            if len(waiting) >= REFUSALS_PENDING:
+                self._refuse("")
+                return
+            waiting.add(self)
+            self._refused = bytearray()
+            self._head_timer = self.loop.call_later(REFUSAL_WAIT_S, self._refuse, "")
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused is None:
+                super().data_received(data)
+                return
+            self._refused += data
+            line, found, _ = bytes(self._refused).partition(b"\r\n")
+            if found or len(self._refused) > _LINE_BYTES:
+                self._refuse(request_path(line))
+
+        def _refuse(self, path: str) -> None:
+            """Answer 429 in the shape of `path`'s route ("" if unknown: native) and close."""
+            self._disarm()
+            waiting.discard(self)
+            if not self.transport.is_closing():
+                self.transport.write(raw_refusal(_too_many_connections(), path))
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._waiting_for:  # a new request's head has arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            finished = self.cycle
+            super().on_response_complete()  # may already start a pipelined next request
+            if self.cycle is finished and not self.transport.is_closing():
+                self._arm()  # the next request's head must come in time too
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            waiting.discard(self)
+            if self in self.connections:  # a refused connection never joined
+                super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._waiting_for = self.cycle
+            self._head_timer = self.loop.call_later(header_timeout_s, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            idle = self.cycle is None or self.cycle.response_complete  # no request in flight
+            if self.cycle is self._waiting_for and idle and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11
+
+
+class RequestGuard:
+    """ASGI middleware in front of everything: smuggling-shaped requests are refused, and at most
+    `max_concurrent` requests are handled at once (more get 429). The `exempt` paths (the probes
+    and /metrics: app.py passes the routes of the routers that are always open) are not counted:
+    an instance busy with work is still alive and must say so."""
+
+    def __init__(
+        self, app: ASGIApp, max_concurrent: int, metrics: Metrics, exempt: frozenset[str]
+    ) -> None:
+        self.app, self.max_concurrent, self.metrics = app, max_concurrent, metrics
+        self.exempt = exempt
+        self.active = 0  # only the event loop's thread touches it
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        names = {name for name, _ in scope["headers"]}
+        if b"content-length" in names and b"transfer-encoding" in names:  # RFC 9112 §6.1
+            error: ServiceError = MalformedRequest(
+                "the request has both Content-Length and Transfer-Encoding; send one"
+            )
+            await self._refuse(error, scope, receive, send, close=True)
+            return
+        if scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_concurrent:
+            error = Overloaded(f"{self.active} requests are in progress, the limit; retry shortly")
+            await self._refuse(error, scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _refuse(
+        self, error: ServiceError, scope: Scope, receive: Receive, send: Send, close: bool = False
+    ) -> None:
+        self.metrics.rejections.labels(error.label).inc()
+        response = error_response(error, scope["path"])
+        if close:
+            response.headers["Connection"] = "close"  # whatever follows it is never read
+        await response(scope, receive, send)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard one where allowed; the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # a container may forbid it; the cap below still holds
+            log.info("could not raise the open-files limit above %d", soft)
+    return soft
+
+
+def connection_cap(requested: int, fd_limit: int) -> int:
+    """max_connections, kept well below the descriptors the process may open."""
+    return max(1, min(requested, fd_limit - FD_RESERVE, fd_limit * 3 // 4))

@@ -1,0 +1,183 @@
+"""ONNX Runtime sessions for a bundle's graphs: provider choice, the batch buffer, warm-up.
+
+Provider policy (VIT_PROVIDERS): "cpu" uses the CPU; "cuda" uses CUDA or refuses to start; "auto"
+uses CUDA when a session can actually be created on it and otherwise says so in one log line and
+runs on the CPU. ONNX Runtime itself falls back silently when the CUDA libraries are missing, so
+the check is on the providers the session reports, not on the ones asked for.
+
+The engine owns the batch buffer (engine_io.HostBuffer): the batcher writes each image's row into
+it and `run` binds its first B rows where they lie.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service.inference import gpu
+from service.inference.engine_io import BoundRunner, CudaOptions, GraphReplayRunner, HostBuffer
+from vit_core.bundle import INPUT, OUTPUTS, BundleError, BundleManifest, Role
+
+log = logging.getLogger(__name__)
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+_NP_DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "uint8": np.dtype(np.uint8),
+}
+
+Outputs = dict[str, np.ndarray]
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+class EngineError(RuntimeError):
+    """The graphs cannot run as configured (e.g. CUDA demanded but unavailable); `setting` is
+    the one to change."""
+
+    def __init__(self, message: str, setting: str = "providers") -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class Engine:
+    """One session per graph role ("fast", "explain"); `run` is called by one thread at a time."""
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: BundleManifest,
+        providers: str = "auto",
+        *,
+        max_batch_size: int = 32,
+        cuda: CudaOptions | None = None,
+    ) -> None:
+        self.manifest = manifest
+        cuda = cuda or CudaOptions()
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        cuda_built = CUDA in ort.get_available_providers()  # the onnxruntime-gpu wheel
+        if cuda_built and providers != "cpu" and hasattr(ort, "preload_dlls"):
+            # The CUDA and cuDNN libraries of the gpu extra are pip wheels (nvidia-*): outside the
+            # image nothing puts them on the loader's path, and ORT would fall back to the CPU.
+            ort.preload_dlls()
+        requested: list[Any] = [CPU]
+        if cuda_built and providers != "cpu":
+            requested = [(CUDA, cuda.provider_options()), CPU]
+        if providers == "cuda" and not cuda_built:
+            raise EngineError(
+                "VIT_PROVIDERS=cuda, but this onnxruntime has no CUDA provider "
+                "(install the gpu extra: onnxruntime-gpu)"
+            )
+        for role, graph in manifest.graphs.items():
+            try:
+                session = _session(folder / graph.file, requested)
+            except BundleError as e:
+                if len(requested) > 1 and cuda.cuda_graphs:  # the graph, or its capture?
+                    raise EngineError(f"VIT_CUDA_GRAPHS=true: {e}", "cuda_graphs") from e
+                raise
+            _check_io(session, role, folder / graph.file)
+            if providers == "cuda" and session.get_providers()[0] != CUDA:
+                raise EngineError(
+                    "VIT_PROVIDERS=cuda, but ONNX Runtime could not create a CUDA session: "
+                    + gpu.why_no_cuda()
+                )
+            self.sessions[role] = session
+        self.provider = next(iter(self.sessions.values())).get_providers()[0]
+        if providers == "auto" and self.provider != CUDA:
+            # With the GPU wheel CUDA was expected: say what stopped it (the driver, most often).
+            why = f" ({gpu.why_no_cuda()})" if cuda_built else ""
+            log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
+        on_cuda = self.provider == CUDA
+        self.input_dtype = _NP_DTYPES[manifest.pixels.dtype]  # every graph takes the same pixels
+        row = tuple(manifest.pixels.shape(manifest.image_hw))
+        self.buffer = HostBuffer(max_batch_size, row, self.input_dtype, on_cuda)
+        # Only what the service reads is fetched: an output nobody serves is never copied out.
+        self._outputs: dict[str, list[str]] = {r: list(OUTPUTS[r]) for r in manifest.graphs}
+        self._runners: dict[str, Runner] = {}
+        for graph_name, names in self._outputs.items():
+            session = self.sessions[graph_name]
+            self._runners[graph_name] = (
+                GraphReplayRunner(session, names)
+                if on_cuda and cuda.cuda_graphs
+                else BoundRunner(session, names, "cuda" if on_cuda else "cpu")
+            )
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the sessions actually run on, in priority order."""
+        return list(next(iter(self.sessions.values())).get_providers())
+
+    @property
+    def batch_buffer(self) -> np.ndarray:
+        """(max_batch_size, *row) as the graphs take it, e.g. (B, H, W, 3) uint8: the batcher
+        writes each image into its row and runs the first B rows."""
+        return self.buffer.array
+
+    def run(self, graph: str, pixels: np.ndarray) -> Outputs:
+        """pixels (B, *row) as the graphs take them, best the first B rows of `batch_buffer` →
+        every output the service reads, as float32 arrays (B, ...)."""
+        x = np.ascontiguousarray(pixels, self.input_dtype)  # the buffer's rows: as they are
+        values, names = self._runners[graph](x), self._outputs[graph]
+        return {n: np.asarray(v, np.float32) for n, v in zip(names, values, strict=True)}
+
+    def warm_up(
+        self,
+        max_batch_size: int,
+        stop: threading.Event,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bool:
+        """Run every graph at every batch size, largest first; False if stopped part-way.
+
+        Largest first: the memory arena grows to its peak once, and CUDA picks its kernels for
+        every shape before a request can pay for it.
+        """
+        zeros = self.batch_buffer
+        if max_batch_size > len(zeros):
+            raise ValueError(f"warm-up to {max_batch_size} rows; the batch buffer has {len(zeros)}")
+        zeros[...] = 0
+        steps = [(g, b) for g in self.sessions for b in range(max_batch_size, 0, -1)]
+        started = time.perf_counter()
+        for done, (graph, size) in enumerate(steps, start=1):
+            if stop.is_set():
+                return False
+            self.run(graph, zeros[:size])
+            if progress:
+                progress(done, len(steps))
+        log.info(
+            "warmed %d graphs × batch sizes 1..%d in %.1f s",
+            len(self.sessions),
+            max_batch_size,
+            time.perf_counter() - started,
+        )
+        return True
+
+
+def _session(path: Path, providers: list[Any]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning intra-op threads would steal the cores that decode the next batch's images.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for bad graphs
+        raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({e})") from e
+
+
+def _check_io(session: ort.InferenceSession, role: Role, path: Path) -> None:
+    """The graph itself, not just model.json, must take INPUT and answer the role's outputs."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name for o in session.get_outputs()}
+    missing = [n for n in OUTPUTS[role] if n not in outputs]
+    if inputs != [INPUT] or missing:
+        raise BundleError(
+            f"{path}: the graph takes {inputs} and lacks {missing or 'nothing'}; the service "
+            f"feeds [{INPUT!r}] and reads {list(OUTPUTS[role])}"
+        )

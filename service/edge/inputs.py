@@ -80,7 +80,7 @@ async def read_images(
         images = await run_in_threadpool(_json, body, limits.max_images)  # base64: off the loop
     else:
         images = [body]
-    _check_count(len(images), limits.max_images)
+    check_count(len(images), limits.max_images)
     return images
 
 
@@ -126,7 +126,7 @@ async def _multipart(headers: Headers, body: bytes, max_images: int) -> list[byt
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
             raise EmptyBody("the multipart body has no file parts; send -F file=@image.jpg")
-        _check_count(len(files), max_images)
+        check_count(len(files), max_images)
         return [await f.read() for f in files]
     finally:
         await form.close()
@@ -157,7 +157,7 @@ def _json(body: bytes, max_images: int) -> list[bytes]:
     except ValidationError as e:
         problem = describe_validation(e.errors(), limit=1)
         raise InvalidParameter(f'JSON body: {problem}; expected {{"images": [...]}}') from None
-    _check_count(len(request.images), max_images)
+    check_count(len(request.images), max_images)
     return [base64_image(s, i, len(request.images)) for i, s in enumerate(request.images)]
 
 
@@ -178,7 +178,8 @@ def base64_image(text: str, index: int, count: int) -> bytes:
     return data
 
 
-def _check_count(count: int, max_images: int) -> None:
+def check_count(count: int, max_images: int) -> None:
+    """One request's images against max_images_per_request (every form, native and v2)."""
     if count > max_images:
         raise TooManyImages(f"{count} images in one request; the limit is {max_images}")
 

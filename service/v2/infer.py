@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from service.edge.inputs import Limits, base64_image
+from service.edge.inputs import Limits, base64_image, check_count
 from service.inference.outputs import softmax, top_k
 from service.inference.pipeline import Inputs
 from service.v2.schemas import (
@@ -47,7 +47,6 @@ from vit_core.errors import (
     EmptyBody,
     InvalidParameter,
     PayloadTooLarge,
-    TooManyImages,
     describe_validation,
 )
 
@@ -114,8 +113,7 @@ def _batch(
     n = tensor.shape[0]
     if n == 0:
         raise EmptyBody(f"input {tensor.name} holds no images")
-    if n > max_images:
-        raise TooManyImages(f"{n} images in one request; the limit is {max_images}")
+    check_count(n, max_images)
     size = _param(tensor.parameters, "binary_data_size", int, -1)
     if (size >= 0) != (tensor.data is None) or max(size, 0) != len(binary):
         raise InvalidParameter(

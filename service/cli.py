@@ -1,14 +1,17 @@
 """vit-serve: check the settings and the bundle, then run the service under uvicorn (in this
 process, or in settings.workers worker processes under a supervisor: service/workers.py).
 
-Exit codes: 0 after a clean shutdown; 2 for an invalid setting, bundle or provider (the message
-names the setting); 3 when the server could not start (e.g. the port is taken; the log says why).
+Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C: every accepted request answered); 1
+when work was still queued at the end of drain_timeout_s (or the instance had failed); 2 for an
+invalid setting, bundle or provider (the message names the setting); 3 when the server could not
+start (e.g. the port is taken; the log says why).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
 import socket
 import sys
 import threading
@@ -80,7 +83,9 @@ def serve(
     runtime = Runtime(settings, Metrics(multiprocess=peers is not None), engine, peers)
     server = DrainingServer(_config(settings, create_app(settings, runtime)), runtime)
     server.run(sockets=sockets)
-    return 0 if server.started else 3
+    if not server.started:
+        return 3
+    return 0 if runtime.drained else 1
 
 
 def _invalid_bundle(e: BundleError) -> int:
@@ -112,7 +117,12 @@ def _config(settings: Settings, app: FastAPI) -> uvicorn.Config:
 class DrainingServer(uvicorn.Server):
     """On the first SIGTERM/SIGINT, /readyz turns 503 at once and the listener stays open for
     drain_delay_s, so a load balancer sees the instance leave before connections are refused;
-    then uvicorn's own graceful shutdown. A second signal skips the wait."""
+    then uvicorn's own graceful shutdown. A second signal skips the wait; Ctrl-C twice stops
+    waiting for requests in progress.
+
+    uvicorn's own handler records the signal and raises it again once shut down, so the process
+    would end by SIGTERM (exit 143, "Terminated") however cleanly it drained. The signals are
+    handled here instead, and `serve` returns the exit code: 0 after a clean drain."""
 
     def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
@@ -120,14 +130,22 @@ class DrainingServer(uvicorn.Server):
         self._signalled = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.force_exit = self.force_exit or sig == signal.SIGINT
+            return
         delay = self._runtime.settings.drain_delay_s
         if self._signalled or not delay or not self.started:
-            super().handle_exit(sig, frame)
+            self.should_exit = True
             return
         self._signalled = True
         self._runtime.begin_drain()
         log.info("draining: /readyz says 503; closing the listener in %.1f s", delay)
-        threading.Timer(delay, super().handle_exit, (sig, frame)).start()
+        timer = threading.Timer(delay, self._close_listener)
+        timer.daemon = True  # a second signal may end the process before it fires
+        timer.start()
+
+    def _close_listener(self) -> None:
+        self.should_exit = True
 
 
 if __name__ == "__main__":

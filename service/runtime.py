@@ -87,6 +87,7 @@ class Runtime:
         self._phase: Phase = "starting"
         self._reason = ""  # why `failed`
         self._warmed = 0  # graph × batch-size runs done
+        self.drained = False  # set by close: every accepted request was answered
         self._stop = threading.Event()
         self._warm_thread = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
         m = self.manifest
@@ -132,7 +133,7 @@ class Runtime:
         self._warm_thread.start()
         m = self.manifest
         log.info(
-            "serving %s v%s (%s, %s) from %s",
+            "loaded %s v%s (%s, %s) from %s; warming up: /readyz says 503 until it is done",
             m.name, m.version, m.precision, self.engine.provider, self.settings.bundle,
         )  # fmt: skip
 
@@ -142,12 +143,14 @@ class Runtime:
             self.phase = "draining"
 
     def close(self) -> None:
-        """Stop warming, run what is queued (at most drain_timeout_s), then stop."""
+        """Stop warming, run what is queued (at most drain_timeout_s), then stop; `drained`
+        says whether everything accepted was answered."""
         self.begin_drain()
         timeout = self.settings.drain_timeout_s
         self._stop.set()
         self._warm_thread.join(timeout)
-        self.batcher.close(timeout=timeout)
+        left = self.batcher.close(timeout=timeout)
+        self.drained = left == 0 and self.phase != "failed"
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.phase != "failed":
             self.phase = "stopped"
@@ -160,12 +163,16 @@ class Runtime:
                 self.batcher.start()
                 if self.phase == "warming":
                     self.phase = "ready"
+                    log.info("ready: %s answers on %s", self.manifest.name, self.settings.url)
         except Exception:
             log.exception("warm-up failed; the service will not become ready")
             self._fail("warm-up failed (see the log)")
 
     def _progress(self, done: int, total: int) -> None:
+        """Said at each quarter: a first warm-up can take tens of seconds on a small CPU."""
         self._warmed = done
+        if done * 4 // total > (done - 1) * 4 // total:
+            log.info("warming up: %d of %d graph × batch-size runs", done, total)
 
     def _fail(self, reason: str) -> None:
         self._reason, self.phase = reason, "failed"

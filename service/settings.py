@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     )
     keep_alive_s: float = Field(5, gt=0, le=600, description="idle keep-alive connections close")
 
+    @property
+    def url(self) -> str:
+        """Where the service answers, as a client would write it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
     @field_validator("bundle")
     @classmethod
     def _is_bundle(cls, bundle: Path) -> Path:

@@ -151,15 +151,16 @@ class Batcher:
             self._metrics.queue_depth.labels(request.graph).set(len(kept))
             self._cond.notify_all()
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float) -> int:
         """Stop taking work, run what is queued (no more waiting for full batches), then stop.
 
-        Whatever is still queued after `timeout` seconds is failed with NotReady.
+        Whatever is still queued after `timeout` seconds is failed with NotReady; how many
+        requests that was is returned (0: a clean drain).
         """
         with self._cond:
             if self._state == "new":
                 self._state = "closed"
-                return
+                return 0
             if self._state == "running":
                 self._state = "closing"
             self._cond.notify_all()
@@ -173,6 +174,7 @@ class Batcher:
             log.warning("shutdown: %d queued requests did not finish in %.0f s", len(left), timeout)
         for request in left:
             request.fail(NotReady("the service is shutting down"))
+        return len(left)
 
     # -- the worker --------------------------------------------------------------------------
 

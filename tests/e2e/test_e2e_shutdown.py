@@ -66,10 +66,12 @@ def depth(runtime: Runtime) -> float | None:
 def test_sigterm_to_vit_serve_turns_unready_answers_what_arrives_then_exits(
     serve: Callable[..., Server], draw: Callable[..., bytes]
 ) -> None:
-    server = serve(drain_delay_s=2)
+    server = serve(drain_delay_s=2, log_level="info")
     server.process.send_signal(signal.SIGTERM)
     assert httpx.get(f"{server.url}/readyz").status_code == 503  # the listener is still open
     assert classify(server.url, draw()).status_code == 200  # and work arriving still runs
-    assert server.process.wait(30) == -signal.SIGTERM  # uvicorn re-raises it after draining
+    assert server.process.wait(30) == 0  # a clean drain: not "Terminated" (143)
     with pytest.raises(httpx.ConnectError):
         classify(server.url, draw())
+    log = server.output()
+    assert "warming up: " in log and f"ready: tiny-vit answers on {server.url}" in log

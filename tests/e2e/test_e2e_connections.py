@@ -4,6 +4,7 @@ are refused and the connection closed, busy servers refuse new work but keep ans
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -57,13 +58,21 @@ def test_a_finished_request_then_silence_is_closed_too(serve: Callable[..., Serv
     assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
 
 
-def test_one_connection_over_the_cap_is_refused_with_429(serve: Callable[..., Server]) -> None:
+V2_INFER = b"POST /v2/models/tiny-vit/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+NATIVE = {"error": {"code": "overloaded", "message": "too many open connections; retry shortly"}}
+
+
+def test_one_connection_over_the_cap_is_refused_with_429_in_its_routes_shape(
+    serve: Callable[..., Server],
+) -> None:
     server = serve(max_connections=4, header_timeout_s=60)
     sockets = []
     try:
         for _ in range(4):
             sockets.append(socket.create_connection(("127.0.0.1", port(server)), timeout=30))
-        wait_for(lambda: _refused(server), "the fifth connection to be refused")
+        wait_for(lambda: _refused(server, HEAD) == NATIVE, "the fifth connection to be refused")
+        assert _refused(server, V2_INFER) == {"error": NATIVE["error"]["message"]}
+        assert _refused(server, b"") == NATIVE  # it never says where it was going
     finally:
         for sock in sockets:
             sock.close()
@@ -98,6 +107,10 @@ def test_busy_servers_refuse_work_with_429_and_still_answer_probes(
         one.sendall(body_due)  # two requests whose bodies never finish: both in progress
         two.sendall(body_due)
         wait_for(lambda: _classify_status(server) == 429, "a third request to be refused")
+        v2 = httpx.post(f"{server.url}/v2/models/tiny-vit/infer", json={}, timeout=30)
+        assert v2.status_code == 429 and v2.headers["retry-after"] == "1"
+        assert set(v2.json()) == {"error"} and "requests are in progress" in v2.json()["error"]
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # exempt
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         assert httpx.get(f"{server.url}/readyz").status_code == 200
     wait_for(lambda: _classify_status(server) == 400, "work to be taken again")  # empty body
@@ -127,10 +140,15 @@ def port(server: Server) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-def _refused(server: Server) -> bool:
+def _refused(server: Server, request: bytes) -> object:
+    """The body of a 429 answered to `request` on a new connection (None for any other answer)."""
     with connect(server, timeout=10) as sock:
+        sock.sendall(request)
         answer = read_all(sock)
-    return answer.startswith(b"HTTP/1.1 429") and b'"overloaded"' in answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 429") or b"\r\nretry-after: 1" not in head.lower():
+        return None
+    return json.loads(body)
 
 
 def _healthy(server: Server) -> bool:

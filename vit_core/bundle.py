@@ -18,7 +18,10 @@ from vit_core.geometry import TokenGrid, fits
 
 # 2: the graphs may take uint8 pixels and normalise them themselves ("pixels" below). A version 1
 # manifest has no such field and its graphs take float32 (B, 3, H, W) pixels already normalised.
-SCHEMA_VERSION: Final = 2
+# 3: the manifest says which embedding the graphs publish ("embedding") and what the attention map
+# shows ("attention"), and a model may have no classification head (no labels, logits (B, 0)).
+# Versions 1 and 2 have neither field and read as the [CLS] embedding and its rollout.
+SCHEMA_VERSION: Final = 3
 MANIFEST = "model.json"
 # Graph roles: FAST answers logits + embedding; EXPLAIN the same plus the attention rollout.
 Role = Literal["fast", "explain"]
@@ -29,9 +32,12 @@ Precision = Literal["fp32", "fp16", "int8"]  # int8: dense layers only; IO float
 # The graphs' tensor names: the exporter writes them, the engine feeds and fetches them, the routes
 # read them. Declared here only.
 INPUT: Final = "pixels"  # (B, H, W, 3) uint8, or as the manifest's "pixels" says
-LOGITS: Final = "logits"  # (B, K)
-EMBEDDING: Final = "embedding"  # (B, D): the final-LayerNorm [CLS] token the head reads
-ROLLOUT: Final = "rollout"  # (B, N): attention rollout, [CLS] row over the N = rows·cols patches
+LOGITS: Final = "logits"  # (B, K); (B, 0) for a model without a head
+EMBEDDING: Final = "embedding"  # (B, E): what /embed returns, as the manifest's "embedding" says
+# (B, N): the attention map over the N = rows·cols patches alone (never a class, distillation or
+# register token), as the manifest's "attention" says: the rollout's [CLS] row, or the pooling
+# head's attention for a model without a class token
+ROLLOUT: Final = "rollout"
 # (B, L, H): mean attention distance in pixels per layer and head; for vit-inspect, never fetched
 ATTENTION_DISTANCE: Final = "attention_distance"
 # What each role must answer: the validator requires these, the engine fetches only these.
@@ -42,6 +48,9 @@ OUTPUTS: Final[dict[Role, tuple[str, ...]]] = {
 
 DType = Literal["float32", "float16", "uint8"]
 Layout = Literal["NHWC", "NCHW"]
+# What ROLLOUT shows: "rollout", Abnar & Zuidema's attention rollout read at the class token;
+# "pooling", the attention-pooling head's weights over the patches (SigLIP), mean over heads.
+AttentionKind = Literal["rollout", "pooling"]
 
 
 class _Strict(BaseModel):
@@ -100,6 +109,19 @@ class Backbone(_Strict):
 Side = Annotated[int, Field(gt=0)]
 
 
+class EmbeddingSpec(_Strict):
+    """What EMBEDDING holds, so a client knows what it compares: e.g. "cls" (the [CLS] token after
+    the final LayerNorm), "cls_dist_mean" (DeiT), "map" (SigLIP's pooling head),
+    "cls_projection" (CLIP's image embedding in the joint image-text space)."""
+
+    name: str = Field(min_length=1)
+    dim: int = Field(gt=0)  # E: D, or a projection's width
+    normalized: bool = False  # L2-normalised in the graph (CLIP): unit length as it comes
+
+
+LEGACY_EMBEDDING_NAME: Final = "cls"  # what every manifest before version 3 published
+
+
 class Source(_Strict):
     format: str  # hf | timm | npz | native
     sha256: str  # of the weights file the export read
@@ -107,7 +129,11 @@ class Source(_Strict):
 
 class OutputError(_Strict):
     max_abs: float
-    max_rel: float
+    max_rel: float  # max |ort - torch| / max |torch| over the check images
+    # fp32 graphs (schema 3): PyTorch float32 against float64 on the same inputs, measured the same
+    # way: the model's own float32 noise; and the gate max_rel had to meet, scaled from it
+    float32_noise: float | None = None
+    gate: float | None = None
 
 
 class GraphValidation(_Strict):
@@ -116,21 +142,21 @@ class GraphValidation(_Strict):
     batch_sizes: list[int]
     images: int  # how many images were compared in all
     outputs: dict[str, OutputError]  # per output name
-    top1_agreement: float  # fraction of images whose arg-max class matches PyTorch
+    top1_agreement: float | None  # fraction of images whose arg-max class matches; None: no head
     embedding_cosine_min: float
     # worst per-image Pearson correlation of the rollout with PyTorch's (graphs that answer one)
     rollout_correlation_min: float | None = None
 
 
 class BundleManifest(TokenGrid, _Strict):
-    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    schema_version: Literal[1, 2, 3] = SCHEMA_VERSION
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
-    labels: list[str] = Field(min_length=1)  # K, in head order
+    labels: list[str]  # K, in head order; [] for a model without a classification head
     image_size: Side | tuple[Side, Side]  # input H = W, or [H, W]
     patch_size: int = Field(gt=0)  # on the image, or on the backbone's feature map
     backbone: Backbone | None = None  # a hybrid's CNN; None for a plain ViT
-    dim: int = Field(gt=0)  # D, the embedding size
+    dim: int = Field(gt=0)  # D, the encoder's width
     depth: int = Field(gt=0)
     heads: int = Field(gt=0)
     preprocess: Preprocess
@@ -140,6 +166,22 @@ class BundleManifest(TokenGrid, _Strict):
     source: Source
     versions: dict[str, str]  # torch / onnx / onnxruntime used by the export
     validation: dict[Role, GraphValidation]
+    # absent (versions 1, 2): the [CLS] token of width dim, unnormalised, and its rollout
+    embedding: EmbeddingSpec
+    attention: AttentionKind = "rollout"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_embedding(cls, data: object) -> object:
+        """A manifest written before "embedding" published the [CLS] token of width dim."""
+        if isinstance(data, dict) and "embedding" not in data and "dim" in data:
+            return {**data, "embedding": {"name": LEGACY_EMBEDDING_NAME, "dim": data["dim"]}}
+        return data
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the model classifies: a model without a head answers /embed and /attention."""
+        return bool(self.labels)
 
     @property
     def stride(self) -> int:
@@ -164,7 +206,7 @@ class BundleManifest(TokenGrid, _Strict):
         expected = {  # after the batch axis
             INPUT: self.pixels.shape(self.image_hw),
             LOGITS: [len(self.labels)],
-            EMBEDDING: [self.dim],
+            EMBEDDING: [self.embedding.dim],
             ROLLOUT: [self.num_patches],
             ATTENTION_DISTANCE: [self.depth, self.heads],
         }

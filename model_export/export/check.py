@@ -7,10 +7,19 @@ Runtime gets them as the graph takes them (uint8, normalised in-graph); PyTorch 
 pixels normalised in torch by the textbook formula, so the graph's front is checked too. Every image
 runs through ORT at batch 32; a prefix also at batches 3 and 1, which exercises the dynamic batch
 axis.
+
+Errors are relative: max |ort - torch| / max |torch| per output, over every image. An fp32 graph
+must stay within its model's own float32 noise: the same PyTorch module run in float64 on the same
+inputs gives the noise, measured the same way (float32 against float64), and the gate is
+FP32_NOISE_MULTIPLE times it, never below FP32_MAX_REL. A deep network (a ResNet-50 hybrid) carries
+more float32 noise than a small one, and ONNX Runtime's kernels sum in another order than
+PyTorch's, so a fixed gate would refuse good exports of deep models; a wrong graph (a dropped
+bias, a misread weight) is off by far more than either.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +51,8 @@ from vit_core.images import decode, image_files
 
 BATCH_SIZES = (1, 3, 32)
 SMALL_BATCH_IMAGES = 6  # how many images also run at the small batch sizes
-FP32_MAX_REL = 1e-4
+FP32_MAX_REL = 1e-4  # the fp32 gate's floor: an error this small is never refused
+FP32_NOISE_MULTIPLE = 8.0  # the gate: this many times PyTorch's own float32-vs-float64 error
 FP16_MIN_TOP1 = 0.99
 FP16_MIN_COSINE = 0.999
 MIN_DRAW_SIZE = 32  # pictures are drawn at least this big, then resized like any input
@@ -149,30 +159,61 @@ def validate(
     `reference` (the same pixels, normalised); raise CheckFailed on drift."""
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = torch_outputs(module, reference, output_names)
+    noise = float32_noise(module, reference, output_names, expected) if precision == "fp32" else {}
     errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
     top1, cosine, rollout = 1.0, 1.0, 1.0
+    head = expected[LOGITS].shape[-1] > 0  # a model without a head has logits (B, 0)
     for batch in BATCH_SIZES:
         subset = pixels if batch == max(BATCH_SIZES) else pixels[:SMALL_BATCH_IMAGES]
         got = ort_outputs(session, subset, output_names, batch)
         for name in output_names:
-            a, b = got[name], expected[name][: len(subset)]
-            abs_err = float(np.abs(a - b).max())
-            rel_err = abs_err / max(float(np.abs(b).max()), 1e-12)
+            abs_err, rel_err = relative_error(got[name], expected[name][: len(subset)])
             errors[name] = [max(errors[name][0], abs_err), max(errors[name][1], rel_err)]
-        top1 = min(top1, _top1_agreement(got[LOGITS], expected[LOGITS]))
+        if head:
+            top1 = min(top1, _top1_agreement(got[LOGITS], expected[LOGITS]))
         cosine = min(cosine, _min_cosine(got[EMBEDDING], expected[EMBEDDING]))
         if ROLLOUT in output_names:
             rollout = min(rollout, _min_correlation(got[ROLLOUT], expected[ROLLOUT]))
     result = GraphValidation(
         batch_sizes=list(BATCH_SIZES),
         images=len(pixels),
-        outputs={n: OutputError(max_abs=e[0], max_rel=e[1]) for n, e in errors.items()},
-        top1_agreement=top1,
+        outputs={
+            n: OutputError(
+                max_abs=e[0],
+                max_rel=e[1],
+                float32_noise=noise.get(n),
+                gate=fp32_gate(noise[n]) if n in noise else None,
+            )
+            for n, e in errors.items()
+        },
+        top1_agreement=top1 if head else None,
         embedding_cosine_min=cosine,
         rollout_correlation_min=rollout if ROLLOUT in output_names else None,
     )
     _enforce(result, precision, int8_gate)
     return result
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """(max |got - want|, that over max |want|); (0, 0) for empty outputs (no head's logits)."""
+    if want.size == 0:
+        return 0.0, 0.0
+    abs_err = float(np.abs(got.astype(np.float64) - want).max())
+    return abs_err, abs_err / max(float(np.abs(want).max()), 1e-12)
+
+
+def float32_noise(
+    module: nn.Module, reference: torch.Tensor, names: Sequence[str], expected: Outputs
+) -> dict[str, float]:
+    """Per output, the relative error of PyTorch's float32 outputs (`expected`) against the same
+    module in float64 on the same inputs: how far float32 arithmetic alone moves this model."""
+    exact = torch_outputs(copy.deepcopy(module).double(), reference.double(), names)
+    return {n: relative_error(expected[n], exact[n])[1] for n in names}
+
+
+def fp32_gate(noise: float) -> float:
+    """The largest relative error an fp32 graph may have, given its model's float32 noise."""
+    return max(FP32_MAX_REL, FP32_NOISE_MULTIPLE * noise)
 
 
 def _top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -196,16 +237,25 @@ def _enforce(v: GraphValidation, precision: Precision, int8_gate: Int8Gate) -> N
     figures = ", ".join(
         f"{name} max_abs={e.max_abs:.3g} max_rel={e.max_rel:.3g}" for name, e in v.outputs.items()
     )
-    figures += f", top1_agreement={v.top1_agreement:.4f}, cosine_min={v.embedding_cosine_min:.6f}"
+    if v.top1_agreement is not None:
+        figures += f", top1_agreement={v.top1_agreement:.4f}"
+    figures += f", cosine_min={v.embedding_cosine_min:.6f}"
     if v.rollout_correlation_min is not None:
         figures += f", rollout_correlation_min={v.rollout_correlation_min:.4f}"
     if precision == "fp32":
-        worst = max(e.max_rel for e in v.outputs.values())
-        if worst > FP32_MAX_REL:
-            raise CheckFailed(f"fp32 graph drifts from PyTorch beyond {FP32_MAX_REL:g}: {figures}")
+        drifted = [
+            f"{name} {e.max_rel:.3g} > gate {e.gate:.3g} (= max({FP32_MAX_REL:g}, "
+            f"{FP32_NOISE_MULTIPLE:g} × float32 noise {e.float32_noise:.3g}))"
+            for name, e in v.outputs.items()
+            if e.gate is not None and e.float32_noise is not None and e.max_rel > e.gate
+        ]
+        if drifted:
+            raise CheckFailed(
+                f"fp32 graph drifts from PyTorch beyond its gate: {'; '.join(drifted)}; {figures}"
+            )
     elif precision == "int8":
         _enforce_int8(v, int8_gate, figures)
-    elif v.top1_agreement < FP16_MIN_TOP1 or v.embedding_cosine_min < FP16_MIN_COSINE:
+    elif _top1(v) < FP16_MIN_TOP1 or v.embedding_cosine_min < FP16_MIN_COSINE:
         raise CheckFailed(
             f"fp16 graph needs top-1 agreement >= {FP16_MIN_TOP1} and embedding cosine >= "
             f"{FP16_MIN_COSINE}: {figures}"
@@ -215,7 +265,7 @@ def _enforce(v: GraphValidation, precision: Precision, int8_gate: Int8Gate) -> N
 def _enforce_int8(v: GraphValidation, gate: Int8Gate, figures: str) -> None:
     rollout = 1.0 if v.rollout_correlation_min is None else v.rollout_correlation_min
     if (
-        v.top1_agreement < gate.min_top1
+        _top1(v) < gate.min_top1
         or v.embedding_cosine_min < gate.min_cosine
         or rollout < gate.min_rollout_correlation
     ):
@@ -224,3 +274,8 @@ def _enforce_int8(v: GraphValidation, gate: Int8Gate, figures: str) -> None:
             f"{gate.min_cosine} and rollout correlation >= {gate.min_rollout_correlation}: "
             f"{figures}"
         )
+
+
+def _top1(v: GraphValidation) -> float:
+    """Top-1 agreement; a model without a head has no classes to disagree on."""
+    return 1.0 if v.top1_agreement is None else v.top1_agreement

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from torch import nn
 
+from model_export.cli_args import GRID_HELP, grid_arg, image_size_arg
 from model_export.export.check import (
     Checks,
     check_pixels,
@@ -31,6 +32,7 @@ from model_export.export.graphs import (
     ExplainGraph,
     ExportError,
     FastGraph,
+    attention_kind,
     export_graph,
     fuse_for_ort,
     to_fp16,
@@ -46,10 +48,13 @@ from model_export.preprocessing import bundle_preprocess
 from vit_core.bundle import (
     EXPLAIN,
     FAST,
+    LOGITS,
     MANIFEST,
     BundleManifest,
+    EmbeddingSpec,
     GraphSpec,
     GraphValidation,
+    OutputError,
     PixelFormat,
     Precision,
     Role,
@@ -169,6 +174,10 @@ def _build(
         source=source,
         versions=tool_versions(),
         validation=validation,
+        embedding=EmbeddingSpec(
+            name=config.embedding_name, dim=config.embed_dim, normalized=config.normalize
+        ),
+        attention=attention_kind(config),
     )
 
 
@@ -176,8 +185,6 @@ def _check_supported(model: ViT, precision: str, allow_untrained_head: bool) -> 
     config = model.config
     if precision not in PRECISIONS:
         raise ExportError(f"unsupported precision {precision!r}; choose {', '.join(PRECISIONS)}")
-    if config.num_classes < 1 or not isinstance(model.head, nn.Linear):
-        raise ExportError("unsupported configuration: the model has no classification head")
     if config.channels != 3:
         raise ExportError(f"unsupported configuration: {config.channels} input channels (need 3)")
     size = sum(p.numel() for p in model.parameters()) * 4
@@ -186,7 +193,8 @@ def _check_supported(model: ViT, precision: str, allow_untrained_head: bool) -> 
             f"unsupported configuration: {size / 2**30:.1f} GiB of float32 weights exceed the "
             "2 GiB a single ONNX file can hold"
         )
-    if not allow_untrained_head and not model.head.weight.detach().any():
+    head = model.head if isinstance(model.head, nn.Linear) else None  # None: embedding-only
+    if head is not None and not allow_untrained_head and not head.weight.detach().any():
         raise ExportError(
             "the classification head's weights are all zero, so every image would get the same "
             "probabilities (an untrained fine-tuning head?); pass --allow-untrained-head to export "
@@ -240,6 +248,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--heads", type=int, help="attention heads, for timm files of a non-standard width"
     )
+    p.add_argument("--grid", type=grid_arg, metavar="RxC", help=GRID_HELP)
+    p.add_argument(
+        "--image-size",
+        type=image_size_arg,
+        metavar="S|HxW",
+        help="serve at this input size: the position embeddings are interpolated the way the "
+        "model's own family does (DINOv2's checkpoints cover 518 px and serve at 224)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p.add_argument(
         "--allow-untrained-head",
@@ -252,7 +268,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        loaded = checkpoints.load_checkpoint(args.checkpoint, args.format, args.heads)
+        loaded = checkpoints.load_checkpoint(args.checkpoint, args.format, args.heads, args.grid)
+        if args.image_size is not None:
+            _resize(loaded.model, args.image_size)
         manifest = export_bundle(
             loaded.model,
             args.out,
@@ -272,23 +290,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _resize(model: ViT, size: int | tuple[int, int]) -> None:
+    try:
+        model.resize_grid(size)
+    except ValueError as e:  # not a multiple of the stride
+        raise ExportError(f"--image-size: {e}") from e
+
+
 def _default_name(checkpoint: Path) -> str:
     path = checkpoint.resolve()
     return path.stem if path.is_file() else path.name  # vit_b16.npz → vit_b16
 
 
 def _summary(out: Path, m: BundleManifest) -> str:
-    lines = [f"wrote {out}: {m.name} v{m.version}, {m.precision}, {len(m.labels)} classes"]
+    classes = f"{len(m.labels)} classes" if m.has_head else "no classification head"
+    e = m.embedding
+    lines = [
+        f"wrote {out}: {m.name} v{m.version}, {m.precision}, {classes}",
+        f"  /embed: {e.name}, {e.dim} floats{', L2-normalised' if e.normalized else ''}; "
+        f"/attention: {m.attention}",
+    ]
     fast = m.graphs[FAST]
     lines.append(f"  {fast.file}: attention fused in {fast.fused_attention} of {m.depth} blocks")
     for role, v in m.validation.items():
-        worst = ", ".join(f"{n} {e.max_rel:.2g}" for n, e in v.outputs.items())
+        shown = {n: e for n, e in v.outputs.items() if m.has_head or n != LOGITS}  # (B, 0): none
+        worst = ", ".join(f"{n} {_error_figure(e)}" for n, e in shown.items())
+        top1 = "" if v.top1_agreement is None else f"top-1 agreement {v.top1_agreement:.2%}, "
         lines.append(
             f"  {m.graphs[role].file} vs PyTorch on {v.images} images at batches {v.batch_sizes}: "
-            f"max rel error {worst}; top-1 agreement {v.top1_agreement:.2%}, "
+            f"max rel error {worst}; {top1}"
             f"embedding cosine >= {v.embedding_cosine_min:.6f}" + _rollout_figure(v)
         )
     return "\n".join(lines)
+
+
+def _error_figure(e: OutputError) -> str:
+    """max rel error, and for fp32 the gate it met and the float32 noise that set it."""
+    if e.gate is None or e.float32_noise is None:
+        return f"{e.max_rel:.2g}"
+    return f"{e.max_rel:.2g} (gate {e.gate:.2g}; PyTorch float32 vs float64 {e.float32_noise:.2g})"
 
 
 def _rollout_figure(v: GraphValidation) -> str:

@@ -2,7 +2,7 @@
 
 FAST    pixels (B, 3, H, W) → logits (B, K), embedding (B, D); attention fused into one kernel.
 EXPLAIN the same plus rollout (B, N) and attention_distance (B, L, heads), N = patches, computed
-        inside the graph so no (L, heads, N+1, N+1) tensor ever crosses the session boundary.
+        inside the graph so no (L, heads, T, T) tensor ever crosses the session boundary.
 The tensor names are vit_core.bundle's; each graph's `outputs` lists them in its forward's order.
 
 Exporter choice: torch.onnx's dynamo exporter. Its graph spells scaled_dot_product_attention as
@@ -43,8 +43,8 @@ from onnxscript.rewriter.ort_fusions.skip_normalization import fuse_skip_layer_n
 from torch import nn
 
 from model_export.model.attention_distance import attention_distance, patch_distances, token_layout
-from model_export.model.vit import ViT
-from vit_core.bundle import ATTENTION_DISTANCE, EXPLAIN, FAST, INPUT, OUTPUTS
+from model_export.model.vit import ViT, ViTConfig
+from vit_core.bundle import ATTENTION_DISTANCE, EXPLAIN, FAST, INPUT, OUTPUTS, AttentionKind
 
 OPSET = 18  # >= 17 for LayerNormalization; 18 is the dynamo exporter's native opset
 FUSED_ATTENTION_OPS = frozenset({"Attention", "MultiHeadAttention", "QAttention"})  # com.microsoft
@@ -74,7 +74,12 @@ class FastGraph(nn.Module):
 
 class ExplainGraph(nn.Module):
     """ViT(attention=True) → OUTPUTS[EXPLAIN] (logits, embedding, rollout), then the mean attention
-    distance, which the service never fetches: vit-inspect reads it, so bundles can be inspected."""
+    distance, which the service never fetches: vit-inspect reads it, so bundles can be inspected.
+
+    The map (B, N) is over the patch grid alone, whatever tokens come before the patches (class,
+    distillation, registers): the attention rollout's [CLS] row, or for a model without a class
+    token (SigLIP) its pooling head's attention over the patches, averaged over heads
+    (attention_kind says which)."""
 
     outputs = (*OUTPUTS[EXPLAIN], ATTENTION_DISTANCE)
 
@@ -86,11 +91,21 @@ class ExplainGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.vit(pixels, attention=True)
-        weights = out.attentions  # (B, L, H, T, T), T = N + 1 tokens with [CLS] first
+        weights = out.attentions  # (B, L, H, T, T), T = P + N tokens, the P before the patches
         assert weights is not None
-        rollout = attention_rollout(weights)[:, 0, 1:]  # (B, N): [CLS] row over the patches
+        if out.pool_attention is not None:  # (B, H, N): the pooling query's over the patches
+            patch_map = out.pool_attention.mean(dim=1)  # (B, N)
+        else:
+            p = self.vit.config.prefix_tokens  # [CLS] first, then the others before the patches
+            patch_map = attention_rollout(weights)[:, 0, p:]  # (B, N): [CLS] row over the patches
         distance = attention_distance(weights, self.distances)  # (B, L, H) in pixels
-        return out.logits, out.embedding, rollout, distance
+        return out.logits, out.embedding, patch_map, distance
+
+
+def attention_kind(config: ViTConfig) -> AttentionKind:
+    """What the explain graph's map shows: "pooling" for an attention-pooled model (SigLIP),
+    else "rollout"."""
+    return "pooling" if config.pool == "map" else "rollout"
 
 
 def attention_rollout(weights: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Checkpoints in, one checked ViT out: the public entry to model_export.formats.
 
-    load_checkpoint(path, format="auto", heads=None) -> Loaded(model, format)
+    load_checkpoint(path, format="auto", heads=None, grid=None) -> Loaded(model, format)
 
 The checkpoint is opened once (file names and weight keys, no tensors), one adapter chosen (the
 first whose detect says yes, or --format's), its (ViTConfig, state_dict) built into a ViT by
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from model_export.formats import FORMATS, CheckpointError, check_format, choose, open_checkpoint
+from model_export.formats.adapter import Grid, Hints
 from model_export.formats.native import NATIVE_CONFIG, NATIVE_LABELS, NATIVE_WEIGHTS, save_native
 from model_export.model.vit import ViT, ViTConfig
 
@@ -40,19 +41,27 @@ class Loaded:
     format: str  # the name of the adapter that read it, one of formats.FORMATS
 
 
-def load_checkpoint(path: str | Path, format: str = "auto", heads: int | None = None) -> Loaded:
+def load_checkpoint(
+    path: str | Path, format: str = "auto", heads: int | None = None, grid: Grid | None = None
+) -> Loaded:
     """An eval-mode ViT from a checkpoint, its config inferred from the weights and config files.
 
-    heads is needed only for timm files of a non-standard width, which do not record it; for the
-    other sources it must agree with the checkpoint.
+    heads is needed only for timm files of a non-standard width, which do not record it; grid,
+    the (rows, cols) of tokens, only for a non-square model whose file records no input size (a
+    Google .npz, a bare timm file). For the other sources each must agree with the checkpoint.
     """
     path = Path(path)
     check_format(format)
     checkpoint = open_checkpoint(path)
     adapter = choose(checkpoint, format)
-    model = build_model(*adapter.load(checkpoint, heads))
+    model = build_model(*adapter.load(checkpoint, Hints(heads, grid)))
     if heads is not None and heads != model.config.heads:
         raise CheckpointError(f"heads={heads} was given but {path} has {model.config.heads} heads")
+    if grid is not None and tuple(grid) != model.config.grid:
+        rows, cols = model.config.grid
+        raise CheckpointError(
+            f"grid {grid[0]}x{grid[1]} was given but {path} has a {rows}x{cols} token grid"
+        )
     return Loaded(model, adapter.name)
 
 

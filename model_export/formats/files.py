@@ -22,12 +22,16 @@ from safetensors.torch import load_file
 from model_export.formats.base import CheckpointError, State, read_json
 
 CONFIG = "config.json"
-# Weight files a hub folder may hold, in order of preference: safetensors first.
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # an open_clip hub folder's, in place of config.json
+# Weight files a hub folder may hold, in order of preference: safetensors first; open_clip's last,
+# as a folder with both (a CLIP on the hub for transformers and open_clip) reads as transformers'.
 HUB_WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
 )
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 INDEX = ".index.json"
@@ -95,8 +99,10 @@ def open_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
         names = frozenset(p.name for p in path.iterdir())
-        if CONFIG not in names:
-            raise CheckpointError(f"{path}: a checkpoint folder needs a {CONFIG}")
+        if CONFIG not in names and OPEN_CLIP_CONFIG not in names:
+            raise CheckpointError(
+                f"{path}: a checkpoint folder needs a {CONFIG} (or open_clip's {OPEN_CLIP_CONFIG})"
+            )
         weights = next((path / n for n in HUB_WEIGHTS if n in names), None)
         files = Files(path, True, weights, names)
     elif path.suffix in WEIGHT_SUFFIXES:

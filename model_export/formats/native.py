@@ -15,7 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from model_export.formats.adapter import Adapter
+from model_export.formats.adapter import Adapter, Hints
 from model_export.formats.base import CheckpointError, State, read_json, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.model.vit import ViT, ViTConfig
@@ -39,10 +39,10 @@ def save_native(model: ViT, folder: str | Path) -> Path:
 
 
 def detect(keys: frozenset[str], files: Files) -> bool:
-    return files.is_folder and set(files.config) <= _FIELDS
+    return files.is_folder and NATIVE_CONFIG in files.names and set(files.config) <= _FIELDS
 
 
-def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+def load(checkpoint: Checkpoint, hints: Hints) -> tuple[ViTConfig, State]:
     files = checkpoint.files
     if NATIVE_WEIGHTS not in files.names:
         raise CheckpointError(f"{files.folder / NATIVE_WEIGHTS}: file not found")

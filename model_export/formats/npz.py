@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from model_export.formats.adapter import Adapter
+from model_export.formats.adapter import Adapter, Grid, Hints
 from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.model.vit import ViTConfig
@@ -92,20 +92,21 @@ def _block(a: Mapping[str, torch.Tensor], src: str, dst: str, dim: int) -> dict[
     return out
 
 
-def npz_config(arrays: Mapping[str, np.ndarray]) -> ViTConfig:
-    """The ViTConfig the arrays imply; the query kernel (D, H, D/H) even records the head count."""
+def npz_config(arrays: Mapping[str, np.ndarray], grid: Grid | None = None) -> ViTConfig:
+    """The ViTConfig the arrays imply; the query kernel (D, H, D/H) even records the head count.
+
+    grid: (rows, cols) of tokens; the file records only how many positions there are, which gives
+    the grid only when it is square.
+    """
     _check_names(arrays)
     patch, patch_w, channels, dim = arrays["embedding/kernel"].shape  # (P, P, C, D)
     if patch != patch_w:
         raise ValueError(f"non-square patches {patch}×{patch_w} are unsupported")
-    pos = arrays["Transformer/posembed_input/pos_embedding"]
-    grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 else 0
-    if pos.ndim != 3 or grid < 1 or grid**2 != pos.shape[1] - 1:
-        raise ValueError(f"pos_embedding {pos.shape} is not (1, 1 + g², D)")
+    rows, cols = token_grid(arrays["Transformer/posembed_input/pos_embedding"], grid)
     head, pre_logits = arrays.get("head/kernel"), arrays.get("pre_logits/kernel")
     block0 = "Transformer/encoderblock_0/"
     return ViTConfig(
-        image_size=grid * patch,
+        image_size=(rows * patch, cols * patch),
         patch_size=patch,
         channels=channels,
         dim=dim,
@@ -120,6 +121,28 @@ def npz_config(arrays: Mapping[str, np.ndarray]) -> ViTConfig:
         interpolation="bilinear",
         resize_mode="squash",
     )
+
+
+def token_grid(pos: np.ndarray, grid: Grid | None) -> Grid:
+    """(rows, cols) of a (1, 1 + N, D) pos_embedding: the square one, or the caller's grid."""
+    n = pos.shape[1] - 1 if pos.ndim == 3 else 0
+    if n < 1:
+        raise ValueError(f"pos_embedding {pos.shape} is not (1, 1 + N, D)")
+    if grid is not None:
+        if grid[0] * grid[1] != n:
+            raise ValueError(
+                f"grid {grid[0]}x{grid[1]} was given, but pos_embedding {pos.shape} holds {n} "
+                "patch positions"
+            )
+        return grid
+    g = math.isqrt(n)
+    if g * g != n:
+        raise ValueError(
+            f"pos_embedding {pos.shape} is not (1, 1 + g², D): its {n} patch positions are no "
+            "square grid, and the file does not record the grid; say it with --grid RxC (rows x "
+            "columns of tokens, e.g. 5x7 for 160×224 px at stride 32), or grid=(rows, cols)"
+        )
+    return g, g
 
 
 def _check_names(arrays: Mapping[str, object]) -> None:
@@ -163,9 +186,9 @@ def detect(keys: frozenset[str], files: Files) -> bool:
     return released and all(k.split("/")[0] in _ROOTS for k in keys)
 
 
-def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+def load(checkpoint: Checkpoint, hints: Hints) -> tuple[ViTConfig, State]:
     arrays, path = checkpoint.arrays(), checkpoint.files.path
-    return reading(path, npz_config, arrays), reading(path, from_npz, arrays)
+    return reading(path, npz_config, arrays, hints.grid), reading(path, from_npz, arrays)
 
 
 ADAPTER = Adapter("npz", detect, load)

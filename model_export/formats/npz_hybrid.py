@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from model_export.formats import npz, npz_linen
-from model_export.formats.adapter import Adapter
+from model_export.formats.adapter import Adapter, Grid, Hints
 from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.formats.geometry import backbone_from_shapes
@@ -45,14 +45,21 @@ def from_npz_hybrid(arrays: Mapping[str, np.ndarray]) -> State:
     return {**npz.from_npz(vit), **{_TARGET + k: v for k, v in _backbone(backbone).items()}}
 
 
-def npz_hybrid_config(arrays: Mapping[str, np.ndarray], state: State) -> ViTConfig:
-    """npz.py's config for the ViT over the feature map, then the backbone under it."""
+def npz_hybrid_config(
+    arrays: Mapping[str, np.ndarray], state: State, grid: Grid | None = None
+) -> ViTConfig:
+    """npz.py's config for the ViT over the feature map, then the backbone under it.
+
+    grid: the token grid, for a non-square model (the file records only its number of tokens).
+    """
     _, vit = _split(arrays)
-    over_map = npz.npz_config(vit)  # image_size here is the feature map's, channels C'
+    over_map = npz.npz_config(vit, grid)  # image_size here is the feature map's, channels C'
     hybrid = backbone_from_shapes(state)
+    stride = backbone_stride(hybrid["backbone"])
+    rows, cols = over_map.image_hw
     return replace(
         over_map,
-        image_size=over_map.image_hw[0] * backbone_stride(hybrid["backbone"]),
+        image_size=(rows * stride, cols * stride),
         backbone_std="flax",
         backbone_gn_eps=1e-6,
         **hybrid,
@@ -105,10 +112,10 @@ def detect(keys: frozenset[str], files: Files) -> bool:
     return {"conv_root/kernel", "embedding/kernel"} <= keys  # a ResNet root under a ViT
 
 
-def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+def load(checkpoint: Checkpoint, hints: Hints) -> tuple[ViTConfig, State]:
     arrays, path = checkpoint.arrays(), checkpoint.files.path
     state = reading(path, from_npz_hybrid, arrays)
-    return reading(path, npz_hybrid_config, arrays, state), state
+    return reading(path, npz_hybrid_config, arrays, state, hints.grid), state
 
 
 ADAPTER = Adapter("npz-hybrid", detect, load)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from model_export.formats import npz
-from model_export.formats.adapter import Adapter
+from model_export.formats.adapter import Adapter, Hints
 from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.model.vit import ViTConfig
@@ -50,9 +50,9 @@ def detect(keys: frozenset[str], files: Files) -> bool:
     return is_linen(keys) and npz.detect(frozenset(to_released(dict.fromkeys(keys))), files)
 
 
-def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+def load(checkpoint: Checkpoint, hints: Hints) -> tuple[ViTConfig, State]:
     arrays, path = to_released(checkpoint.arrays()), checkpoint.files.path
-    return reading(path, npz.npz_config, arrays), reading(path, npz.from_npz, arrays)
+    return reading(path, npz.npz_config, arrays, hints.grid), reading(path, npz.from_npz, arrays)
 
 
 ADAPTER = Adapter("npz-linen", detect, load)

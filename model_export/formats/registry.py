@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_export.formats import hf, native, npz, npz_hybrid, npz_linen, timm, timm_hybrid
+from model_export.formats import (
+    dinov2,
+    hf,
+    hf_clip,
+    hf_deit,
+    hf_dinov2,
+    hf_siglip,
+    native,
+    npz,
+    npz_hybrid,
+    npz_linen,
+    open_clip,
+    timm,
+    timm_hybrid,
+)
 from model_export.formats.adapter import Adapter
 from model_export.formats.base import CheckpointError
 from model_export.formats.files import CONFIG, Checkpoint, open_checkpoint
@@ -17,9 +31,22 @@ ADAPTERS: tuple[Adapter, ...] = (
     timm_hybrid.ADAPTER,
     npz_linen.ADAPTER,
     npz_hybrid.ADAPTER,
+    hf_deit.ADAPTER,
+    hf_dinov2.ADAPTER,
+    hf_clip.ADAPTER,
+    hf_siglip.ADAPTER,
+    dinov2.ADAPTER,
+    open_clip.ADAPTER,
     native.ADAPTER,
 )
 FORMATS: tuple[str, ...] = ("auto", *(a.name for a in ADAPTERS))
+HF_MODEL_TYPES = (
+    "vit",
+    *hf_deit.FAMILY.model_types,
+    *hf_dinov2.FAMILIES,
+    *hf_clip.FAMILY.model_types,
+    *hf_siglip.FAMILY.model_types,
+)
 _BY_NAME = {a.name: a for a in ADAPTERS}
 
 
@@ -54,7 +81,8 @@ def _unrecognised(checkpoint: Checkpoint) -> CheckpointError:
     if files.is_folder:  # folders are told apart by their config.json
         if "model_type" in files.config:
             return CheckpointError(
-                f"{files.path}: model_type {files.config['model_type']!r} is not 'vit'"
+                f"{files.path}: model_type {files.config['model_type']!r} is none of "
+                f"{', '.join(repr(t) for t in HF_MODEL_TYPES)}"
             )
         return CheckpointError(f"{files.path / CONFIG}: neither a HF, timm nor native config")
     names = ", ".join(a.name for a in ADAPTERS)

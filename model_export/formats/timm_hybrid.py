@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from model_export.formats.adapter import Adapter
+from model_export.formats.adapter import Adapter, Hints
 from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
 from model_export.formats.timm import from_timm, strip_prefixes, timm_config
@@ -37,10 +37,11 @@ _OURS = re.compile(
 TIMM_NUMERICS: dict[str, Any] = dict(backbone_std="timm", backbone_gn_eps=1e-5)
 
 
-def from_timm_hybrid(state: Mapping[str, torch.Tensor]) -> State:
+def from_timm_hybrid(state: Mapping[str, torch.Tensor], patches: int | None = None) -> State:
     """timm hybrid -> ours: timm's ViT mapping, with the stem-only layout nested as a stem."""
     sd = {
-        _STEM_ONLY.sub(r"patch_embed.backbone.stem.\1.", k): v for k, v in from_timm(state).items()
+        _STEM_ONLY.sub(r"patch_embed.backbone.stem.\1.", k): v
+        for k, v in from_timm(state, patches).items()
     }
     foreign = sorted(k for k in sd if k.startswith(BACKBONE) and not _OURS.match(k))
     if foreign:
@@ -57,11 +58,12 @@ def detect(keys: frozenset[str], files: Files) -> bool:
     return any(strip_prefixes(k).startswith(BACKBONE) for k in keys)
 
 
-def load(checkpoint: Checkpoint, heads: int | None) -> tuple[ViTConfig, State]:
+def load(checkpoint: Checkpoint, hints: Hints) -> tuple[ViTConfig, State]:
     files = checkpoint.files
     sidecar = files.config if "architecture" in files.config else {}
-    state = reading(files.weights or files.path, from_timm_hybrid, checkpoint.tensors())
-    return reading(files.path, timm_config, state, heads, sidecar, **TIMM_NUMERICS), state
+    patches = hints.grid[0] * hints.grid[1] if hints.grid else None
+    state = reading(files.weights or files.path, from_timm_hybrid, checkpoint.tensors(), patches)
+    return reading(files.path, timm_config, state, hints, sidecar, **TIMM_NUMERICS), state
 
 
 ADAPTER = Adapter("timm-hybrid", detect, load)

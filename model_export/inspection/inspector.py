@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from model_export.cli_args import GRID_HELP, grid_arg
 from model_export.formats.checkpoints import CheckpointError
 from model_export.inspection.plots import (
     draw_attention_distance,
@@ -139,10 +140,16 @@ def _explain_batch(model: Inspectable, batch: list[tuple[str, Prepared]], m: Mea
 
 
 def inspect(
-    source: Path, images: Path, out: Path, *, batch_size: int = 8, rollouts: int = 4
+    source: Path,
+    images: Path,
+    out: Path,
+    *,
+    batch_size: int = 8,
+    rollouts: int = 4,
+    grid: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Everything vit-inspect does: figures and inspect.json in out; returns the report."""
-    model = open_model(source)
+    model = open_model(source, grid)
     files = list_images(images)
     m = measure(model, images, files, batch_size, rollouts)
     if not m.used:
@@ -218,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rollout-images", type=_positive, default=4, help="images shown in rollout.png"
     )
+    p.add_argument("--grid", type=grid_arg, metavar="RxC", help=GRID_HELP)
     return p
 
 
@@ -237,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             batch_size=args.batch_size,
             rollouts=args.rollout_images,
+            grid=args.grid,
         )
     except (InspectError, CheckpointError, BundleError, OSError) as e:
         print(f"vit-inspect: error: {e}", file=sys.stderr)

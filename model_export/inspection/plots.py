@@ -64,7 +64,7 @@ def draw_position_similarity(similarity: np.ndarray, rows: int, cols: int, path:
 
 
 def draw_attention_distance(
-    distance: np.ndarray, image_size: int, uniform: float, path: Path
+    distance: np.ndarray, image_size: int | tuple[int, int], uniform: float, path: Path
 ) -> None:
     """distance (L, H) in pixels: one point per head, against the layer it belongs to.
 
@@ -80,8 +80,10 @@ def draw_attention_distance(
     ax.set_xlabel("Network depth (layer)")
     ax.set_ylabel("Mean attention distance (pixels)")
     ax.set_xticks(layers)
-    ax.set_ylim(0, max(image_size * 0.75, float(distance.max()) * 1.1))
-    ax.set_title(f"Mean attention distance ({image_size} px input)", fontsize=10)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    ax.set_ylim(0, max(max(h, w) * 0.75, float(distance.max()) * 1.1))
+    size = f"{h}" if h == w else f"{h}×{w}"
+    ax.set_title(f"Mean attention distance ({size} px input)", fontsize=10)
     if heads <= 16:
         ax.legend(fontsize=6, ncol=2, loc="lower right")
     fig.savefig(path, bbox_inches="tight")

@@ -44,6 +44,8 @@ _NO_BUNDLE_FILTERS = (
 )
 
 
+_POSITIONED_PREFIXES = (1, 2, 0)  # tokens with a position before the patches: [CLS] (, [DIST])
+
 # pixels (B, ...) as the graph takes them → attention distance (B, L, H) in pixels, rollout (B, N)
 Explain = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -55,29 +57,28 @@ class InspectError(ValueError):
 @dataclass(frozen=True)
 class Inspectable:
     kind: str  # "checkpoint" | "bundle"
-    image_size: int  # S
+    image_size: int | tuple[int, int]  # S, or (H, W)
     layout: Layout  # (rows, cols) of patch tokens, input pixels per token side
     depth: int  # L
     heads: int  # H
     preprocessor: Preprocessor
-    pos_embed: np.ndarray  # (N, D): the patch positions only, [CLS] left out
+    pos_embed: np.ndarray  # (N, D): the patch positions only, [CLS] (and [DIST]) left out
     filters: np.ndarray | None  # (D, 3, P, P) patch-embedding filters, None when there are none
     no_filters: str  # why filters is None ("" when it is not)
     explain: Explain
 
 
-def open_model(path: Path) -> Inspectable:
-    """A bundle when path holds a model.json, otherwise a checkpoint of any supported format."""
+def open_model(path: Path, grid: tuple[int, int] | None = None) -> Inspectable:
+    """A bundle when path holds a model.json, otherwise a checkpoint of any supported format
+    (grid: the token grid of one whose file does not record it)."""
     if not path.exists():
         raise InspectError(f"{path}: no such file or folder")
-    return from_bundle(path) if (path / MANIFEST).is_file() else from_checkpoint(path)
+    return from_bundle(path) if (path / MANIFEST).is_file() else from_checkpoint(path, grid)
 
 
-def from_checkpoint(path: Path) -> Inspectable:
-    model = checkpoints.load_checkpoint(path).model  # CheckpointError names the problem
+def from_checkpoint(path: Path, grid: tuple[int, int] | None = None) -> Inspectable:
+    model = checkpoints.load_checkpoint(path, grid=grid).model  # CheckpointError names problems
     config = model.config
-    if not isinstance(config.image_size, int):
-        raise InspectError(f"{path}: {config.image_size} input; vit-inspect reads square ones only")
     layout = token_layout(config)
     hybrid = config.backbone is not None  # () is a hybrid too: stem only
     graph = ExplainGraph(model).eval()  # the very module the bundle's explain graph is made from
@@ -94,7 +95,7 @@ def from_checkpoint(path: Path) -> Inspectable:
         depth=config.depth,
         heads=config.heads,
         preprocessor=preprocessor(config),
-        pos_embed=model.pos_embed.detach()[0, 1:].numpy(),
+        pos_embed=model.pos_embed.detach()[0, config.pos_tokens :].numpy(),  # the patches
         filters=None if hybrid else model.patch_embed.proj.weight.detach().numpy(),  # (D, 3, P, P)
         no_filters=HYBRID_NO_FILTERS if hybrid else "",
         explain=explain,
@@ -103,9 +104,6 @@ def from_checkpoint(path: Path) -> Inspectable:
 
 def from_bundle(path: Path) -> Inspectable:
     manifest = load_bundle(path)  # BundleError names the problem
-    if not isinstance(manifest.image_size, int):
-        size = manifest.image_size
-        raise InspectError(f"{path}: {size} input; vit-inspect reads square ones only")
     if EXPLAIN not in manifest.graphs:
         raise InspectError(
             f"{path}: the bundle has no explain graph; re-export it with vit-export to inspect it"
@@ -119,7 +117,9 @@ def from_bundle(path: Path) -> Inspectable:
         )
     initializers = onnx.load(graph_file).graph.initializer
     d, p, n = manifest.dim, manifest.patch_size, manifest.num_patches
-    pos_embed = _initializer(initializers, (1, 1 + n, d))
+    # Rows for [CLS], for DeiT's [DIST] too, or none (SigLIP) before the patches' N.
+    found = [(k, _initializer(initializers, (1, k + n, d))) for k in _POSITIONED_PREFIXES]
+    prefix, pos_embed = next(((k, pos) for k, pos in found if pos is not None), (0, None))
     if pos_embed is None:
         raise InspectError(f"{graph_file}: no (1, {1 + n}, {d}) position-embedding initializer")
     filters = _initializer(initializers, (d, 3, p, p))
@@ -137,7 +137,7 @@ def from_bundle(path: Path) -> Inspectable:
         preprocessor=Preprocessor(
             manifest.preprocess, manifest.image_size, TRAINING_MAX_PIXELS, manifest.pixels
         ),  # local files the user chose, read as training reads them, as the graph takes them
-        pos_embed=pos_embed[0, 1:],
+        pos_embed=pos_embed[0, prefix:],
         filters=filters,
         no_filters="" if filters is not None else _NO_BUNDLE_FILTERS.format(d=d, p=p),
         explain=explain,

@@ -1,10 +1,11 @@
 """Mean attention distance (the paper's Figure 7 right, after Appendix D.7), in one place.
 
 For each layer and head: for every query patch, the sum over key patches of attention weight ×
-the distance in pixels between the two patch centres, averaged over the queries. [CLS] is left
-out as query and as key, and each query's remaining weights are renormalised to sum to 1, so the
-figure is a distance between patches only. It is the receptive field a head looks over, the
-analogue of a CNN layer's: small for local heads, near the uniform-attention value for heads
+the distance in pixels between the two patch centres, averaged over the queries. The tokens
+before the patches ([CLS], DeiT's distillation token, DINOv2's registers) are left out as query
+and as key, and each query's remaining weights are renormalised to sum to 1, so the figure is a
+distance between patches only. It is the receptive field a head looks over, the analogue of a
+CNN layer's: small for local heads, near the uniform-attention value for heads
 that look everywhere. The explain graph computes it with this function, and vit-inspect runs that
 graph: in PyTorch for a checkpoint, on ONNX Runtime for a bundle.
 """
@@ -39,11 +40,12 @@ def patch_distances(layout: Layout) -> torch.Tensor:
 
 
 def attention_distance(weights: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-    """weights (B, L, H, T, T), T = 1 + N with [CLS] first, and patch_distances (N, N) →
-    (B, L, H) mean attention distance in pixels."""
-    if weights.shape[-1] != 1 + len(distances):
+    """weights (B, L, H, T, T), T = P + N with the P prefix tokens first, and patch_distances
+    (N, N) → (B, L, H) mean attention distance in pixels."""
+    prefix = weights.shape[-1] - len(distances)
+    if prefix < 0:
         raise ValueError(f"{weights.shape[-1]} tokens for {len(distances)} patch positions")
-    patches = weights[..., 1:, 1:]  # (B, L, H, N, N): patch queries over patch keys
+    patches = weights[..., prefix:, prefix:]  # (B, L, H, N, N): patch queries over patch keys
     patches = patches / patches.sum(dim=-1, keepdim=True)  # each query's weights sum to 1 again
     per_query = (patches * distances.to(weights.dtype)).sum(dim=-1)  # (B, L, H, N)
     return per_query.mean(dim=-1)  # (B, L, H)

@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 import torch
 
+from model_export.cli_args import GRID_HELP, grid_arg, image_size_arg
 from model_export.formats.checkpoints import FORMATS, CheckpointError, load_checkpoint
 from model_export.model.presets import HYBRID_PRESETS, PRESETS
 from model_export.model.vit import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT
@@ -33,17 +34,6 @@ from model_export.training.recipe import (
     train,
     write_checkpoint,
 )
-
-
-def image_size(text: str) -> int | tuple[int, int]:
-    """--image-size: S for S×S, or HxW."""
-    try:
-        sides = [int(s) for s in text.lower().split("x")]
-    except ValueError:
-        sides = []
-    if len(sides) not in (1, 2) or min(sides, default=0) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not S or HxW in pixels")
-    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,17 +59,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for dim in ("dim", "depth", "mlp-dim", "patch-size"):
         p.add_argument(f"--{dim}", type=int, help=f"with --from-scratch: override the {dim}")
     p.add_argument("--heads", type=int, help="scratch: override; timm file of odd width: give it")
+    p.add_argument("--grid", type=grid_arg, metavar="RxC", help=GRID_HELP)
     p.add_argument(
         "--image-size",
-        type=image_size,
+        type=image_size_arg,
         metavar="S|HxW",
         help="train at this resolution, e.g. 384 or 384x512 (default: the model's)",
     )
     p.add_argument(
         "--pos-embed-resize",
-        default=DEFAULT_POS_EMBED_RESIZE,
         choices=get_args(PosEmbedResize),
-        help="how position embeddings are interpolated to a new grid",
+        help="how position embeddings are interpolated to a new grid (default: the way the "
+        f"checkpoint's own family does, e.g. DINOv2's; {DEFAULT_POS_EMBED_RESIZE} for a preset)",
     )
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-dir", type=Path, help="separate validation folder, same classes")
@@ -123,7 +114,7 @@ def build(args: argparse.Namespace, labels: tuple[str, ...]) -> tuple[ViT, dict[
         except ValueError as e:  # ViTConfig names the inconsistent sizes
             raise TrainError(str(e)) from e
         return prepare_for_finetune(model, labels), {"from_scratch": args.preset}
-    loaded = load_checkpoint(args.checkpoint, format=args.format, heads=args.heads)
+    loaded = load_checkpoint(args.checkpoint, format=args.format, heads=args.heads, grid=args.grid)
     model = prepare_for_finetune(loaded.model, labels, args.image_size, args.pos_embed_resize)
     return model, {"checkpoint": str(args.checkpoint), "format": loaded.format}
 

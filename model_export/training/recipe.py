@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from model_export.formats.checkpoints import save_native
 from model_export.model.presets import preset
-from model_export.model.vit import DEFAULT_POS_EMBED_RESIZE, PosEmbedResize, ViT, count_parameters
+from model_export.model.vit import PosEmbedResize, ViT, count_parameters
 from model_export.training.augment import recolour, shift
 from model_export.training.data import Augment, Samples, augment, eval_batches, train_batches
 
@@ -108,11 +108,14 @@ def prepare_for_finetune(
     model: ViT,
     labels: tuple[str, ...],
     image_size: int | tuple[int, int] | None = None,
-    pos_embed_resize: PosEmbedResize = DEFAULT_POS_EMBED_RESIZE,
+    pos_embed_resize: PosEmbedResize | None = None,
 ) -> ViT:
-    """The paper's fine-tuning start: zero D×K head for labels; position embeddings resized once.
+    """The paper's fine-tuning start: a zero-initialised E×K head for labels on the published
+    embedding (the [CLS] token, DeiT's token mean, SigLIP's pooled, CLIP's normalised projection);
+    position embeddings resized once.
 
     image_size: S or (H, W); for a hybrid the grid is over its backbone's feature map.
+    pos_embed_resize: None resizes the way the model's family does (config.pos_embed_resize).
     """
     c = model.config
     sides = (image_size,) * 2 if isinstance(image_size, int) else image_size or ()

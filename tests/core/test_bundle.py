@@ -22,6 +22,7 @@ from vit_core.bundle import (
     ROLLOUT,
     BundleError,
     BundleManifest,
+    EmbeddingSpec,
     PixelFormat,
     load_bundle,
     sha256_file,
@@ -124,9 +125,9 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         (lambda d: d.update(image_size=30), "not a multiple of 8"),
         (lambda d: d.update(heads=5), "not divisible by heads 5"),
         (lambda d: d["graphs"].pop("fast"), "graphs must include 'fast'"),
-        (lambda d: d.update(labels=[]), "labels"),
+        (lambda d: d.update(labels=[]), r"logits has shape \['batch', 3\].*expected \[batch, 0\]"),
         (lambda d: d.update(precision="int4"), "precision"),
-        (lambda d: d.update(schema_version=3), "schema_version"),
+        (lambda d: d.update(schema_version=4), "schema_version"),
         (lambda d: d.update(pixels={"dtype": "uint8", "layout": "NCHW"}), "takes float32 pixels"),
         (lambda d: uint8(d).update(pixels={"dtype": "uint8"}), r"pixels has shape \[.*32, 3\]"),
         (lambda d: d.update(surprise=1), "surprise"),
@@ -135,7 +136,10 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         (lambda d: d["preprocess"].update(crop_pct=0), "crop_pct"),
         (lambda d: d["preprocess"].update(mean=[0.5, 0.5]), "mean"),
         (lambda d: d.update(labels=["a", "b"]), r"logits has shape \['batch', 3\]"),
-        (lambda d: d.update(dim=64), "embedding has shape"),
+        (lambda d: d.update(dim=64, heads=4), "embedding has shape"),
+        (lambda d: d.update(embedding={"name": "cls", "dim": 16}), "embedding has shape"),
+        (lambda d: d.update(embedding={"name": "", "dim": 32}), "embedding.name"),
+        (lambda d: d.update(attention="gradcam"), "attention"),
         (lambda d: d.update(image_size=64), "pixels has shape"),
         (lambda d: d["graphs"]["explain"].update(file="../model.onnx"), "file"),
         (
@@ -165,7 +169,7 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         "patch-multiple",
         "heads-divide",
         "no-fast-graph",
-        "no-labels",
+        "no-labels-but-logits",
         "precision",
         "schema-version",
         "pixels-vs-graph-dtype",
@@ -177,6 +181,9 @@ def test_fused_attention_defaults_to_zero_for_older_manifests(tmp_path: Path) ->
         "mean-length",
         "labels-vs-logits",
         "dim-vs-embedding",
+        "embedding-dim-vs-graph",
+        "embedding-name",
+        "attention-kind",
         "size-vs-pixels",
         "file-outside-bundle",
         "fast-without-embedding",
@@ -261,4 +268,49 @@ def test_a_plain_manifest_has_no_backbone_and_a_square_grid(tmp_path: Path) -> N
 def test_a_hybrid_input_off_the_token_stride_is_refused(tmp_path: Path) -> None:
     d = hybrid(manifest_dict(tmp_path), 64, 80)  # 80 is not a multiple of 4 · 8
     with pytest.raises(BundleError, match=r"image_size \(64, 80\) is not a multiple of 32"):
+        load_bundle(write(tmp_path, d))
+
+
+# --- schema 3: the published embedding, the attention map, models without a head --------------
+
+
+def test_a_manifest_before_schema_3_publishes_the_cls_token(tmp_path: Path) -> None:
+    # models/demo and models/fashion were written so: no "embedding", no "attention"
+    for version in (1, 2):
+        d = manifest_dict(tmp_path)
+        d["schema_version"] = version
+        loaded = load_bundle(write(tmp_path, d if version == 1 else uint8(d)))
+        assert loaded.embedding == EmbeddingSpec(name="cls", dim=32, normalized=False)
+        assert loaded.attention == "rollout" and loaded.has_head
+
+
+def family(d: dict[str, Any], dim: int, logits: int) -> dict[str, Any]:
+    """d as a schema 3 family member: an embedding of `dim` floats, `logits` classes."""
+    d.update(schema_version=3, embedding={"name": "cls_projection", "dim": dim, "normalized": True})
+    for graph in d["graphs"].values():
+        for output in graph["outputs"]:
+            if output["name"] == EMBEDDING:
+                output["shape"] = ["batch", dim]
+            if output["name"] == LOGITS:
+                output["shape"] = ["batch", logits]
+    return d
+
+
+def test_a_projected_embedding_and_a_model_without_a_head(tmp_path: Path) -> None:
+    d = family(manifest_dict(tmp_path), dim=16, logits=0)
+    d.update(labels=[], attention="pooling")
+    d["validation"]["fast"]["top1_agreement"] = None  # no classes to agree on
+    d["validation"]["fast"]["outputs"]["logits"].update(float32_noise=1e-7, gate=1e-4)
+    loaded = load_bundle(write(tmp_path, d))
+    assert loaded.embedding == EmbeddingSpec(name="cls_projection", dim=16, normalized=True)
+    assert (loaded.dim, loaded.attention, loaded.has_head) == (32, "pooling", False)
+    v = loaded.validation["fast"]
+    assert v.top1_agreement is None and v.outputs["logits"].gate == 1e-4
+    BundleManifest.model_validate_json(loaded.model_dump_json())  # round-trips as written
+
+
+def test_a_manifest_that_says_one_width_and_a_graph_another(tmp_path: Path) -> None:
+    d = family(manifest_dict(tmp_path), dim=16, logits=3)
+    d["embedding"]["dim"] = 32  # the graph answers 16
+    with pytest.raises(BundleError, match=r"embedding has shape \['batch', 16\]"):
         load_bundle(write(tmp_path, d))

@@ -181,14 +181,13 @@ def _edited(add: dict[str, torch.Tensor], drop: tuple[str, ...] = ()) -> Callabl
     ("make", "message"),
     [
         (lambda m: _resnet(), r"format 'timm' does not fit .*; its keys: bn1\.weight, conv1"),
-        (_edited({}, drop=("cls_token",)), "no class token"),
-        (_edited({"reg_token": torch.zeros(1, 4, 32)}), "register tokens"),
-        (_edited({"dist_token": torch.zeros(1, 1, 32)}), "distillation token"),
+        (_edited({}, drop=("cls_token",)), "no class token and no attention-pool head"),
         (_edited({"fc_norm.weight": torch.ones(32)}), "global-average-pool head"),
-        (_edited({"blocks.0.ls1.gamma": torch.ones(32)}), "LayerScale"),
-        (_edited({"pos_embed": torch.zeros(1, 16, 32)}), r"pos_embed \(1, 16, 32\).*class"),
+        (_edited({"blocks.0.attn.q_norm.weight": torch.ones(8)}), "QK-norm"),
+        (_edited({"attn_pool.latent": torch.zeros(1, 2, 32)}), "several latent queries"),
+        (_edited({"pos_embed": torch.zeros(1, 16, 32)}), r"pos_embed \(1, 16, 32\).*--grid"),
     ],
-    ids=["resnet", "no-cls", "reg-tokens", "distilled", "gap-head", "layerscale", "no-cls-pos"],
+    ids=["resnet", "no-cls", "gap-head", "qk-norm", "latents", "no-cls-pos"],
 )
 def test_timm_refuses_what_this_vit_does_not_compute(
     tmp_path: Path, random_vit: ViT, make: Callable[[ViT], dict], message: str
@@ -390,8 +389,8 @@ def test_unknown_format_and_missing_path(tmp_path: Path) -> None:
 def test_folders_that_are_not_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="needs a config.json"):
         load_checkpoint(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deit"}))
-    with pytest.raises(CheckpointError, match="model_type 'deit' is not 'vit'"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "swin"}))
+    with pytest.raises(CheckpointError, match="model_type 'swin' is none of 'vit', 'deit'"):
         load_checkpoint(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"layers": 3}))
     with pytest.raises(CheckpointError, match="neither a HF, timm nor native config"):

@@ -46,6 +46,7 @@ from vit_core.bundle import (
     ROLLOUT,
     BundleError,
     BundleManifest,
+    EmbeddingSpec,
     load_bundle,
     sha256_file,
 )
@@ -124,7 +125,9 @@ def test_bundle_holds_both_graphs_and_a_manifest_that_round_trips(
     assert [o.name for o in explain.outputs] == [*OUTPUTS[EXPLAIN], ATTENTION_DISTANCE]
     assert [i.name for i in fast.inputs] == [i.name for i in explain.inputs] == [INPUT]
     assert fast.inputs[0].shape == ["batch", 32, 32, 3] and fast.inputs[0].dtype == "uint8"
-    assert read.pixels == PIXELS and read.schema_version == 2
+    assert read.pixels == PIXELS and read.schema_version == 3
+    assert read.embedding == EmbeddingSpec(name="cls", dim=32, normalized=False)
+    assert read.attention == "rollout"
     rollout, distance = explain.outputs[-2:]
     assert rollout.shape == ["batch", 16]  # one weight per patch
     assert distance.shape == ["batch", 2, 4]  # (L, H) in pixels, for vit-inspect
@@ -253,10 +256,15 @@ def test_zero_head_is_refused_unless_allowed(tmp_path: Path) -> None:
     assert manifest.labels == [f"class_{i}" for i in range(5)]
 
 
-def test_model_without_head_is_unsupported(tmp_path: Path) -> None:
+def test_a_model_without_a_head_exports_its_embedding(tmp_path: Path) -> None:
+    # An embedding model (a DINOv2, a CLIP tower): no labels, logits (B, 0), nothing to agree on.
     model = ViT(replace(TINY, num_classes=0, labels=()))
-    with pytest.raises(ExportError, match="unsupported configuration: .*no classification head"):
-        export_bundle(model, tmp_path / "b", name="n", version="1", source_sha256=SHA)
+    manifest = export_bundle(model, tmp_path / "b", name="n", version="1", source_sha256=SHA)
+    assert manifest.labels == [] and not manifest.has_head
+    assert manifest.embedding == EmbeddingSpec(name="cls", dim=32, normalized=False)
+    assert manifest.validation[FAST].top1_agreement is None
+    logits = next(o for o in manifest.graphs[FAST].outputs if o.name == LOGITS)
+    assert logits.shape == ["batch", 0]
 
 
 @pytest.fixture
@@ -338,9 +346,9 @@ def test_cli_unreadable_checkpoint_exits_2_with_a_message(
 def test_cli_unsupported_configuration_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ckpt = save_native(ViT(replace(TINY, num_classes=0, labels=())), tmp_path / "ckpt")
+    ckpt = save_native(ViT(replace(TINY, channels=1)), tmp_path / "ckpt")
     assert main([str(ckpt), "--out", str(tmp_path / "b")]) == 2
-    assert "unsupported configuration" in capsys.readouterr().err
+    assert "unsupported configuration: 1 input channels" in capsys.readouterr().err
 
 
 def test_cli_missing_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,8 @@
 """The format registry: each adapter claims its own checkpoints and no other's, keys are read
 without tensors, the chosen format is reported, and a contradicting --format is one clear error.
+
+Every format has a fixture here, the family members' too (their parity with the code that wrote
+them is in test_parity_family_hf.py and test_parity_family_timm.py).
 """
 
 from __future__ import annotations
@@ -13,8 +16,19 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+    DeiTConfig,
+    DeiTForImageClassificationWithTeacher,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+    ViTForImageClassification,
+)
 from transformers import ViTConfig as HFConfig
-from transformers import ViTForImageClassification
 
 from model_export.export.exporter import main as export_main
 from model_export.formats import ADAPTERS, FORMATS, detect_format, open_checkpoint
@@ -102,6 +116,64 @@ def _native_hybrid(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Pa
     return save_native(_hybrid(vit), folder / "native")
 
 
+SMALL = dict(  # the family members at the random ViT's sizes
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    image_size=32, patch_size=8,
+)  # fmt: skip
+
+
+def _transformers(model: nn.Module) -> Callable[[Path, ViT, ToTimm, ToNpz], Path]:
+    """A maker that saves a transformers family member as transformers does."""
+
+    def make(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+        model.save_pretrained(folder / "hf")
+        return folder / "hf"
+
+    return make
+
+
+def _bare(make_folder: Make) -> Make:
+    """The folder's weights alone, without config.json: what detection sees of a lone file."""
+
+    def make(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+        state = load_file(make_folder(folder, vit, to_timm, to_npz) / "model.safetensors")
+        folder.joinpath("bare").mkdir()
+        save_file(state, str(folder / "bare" / "weights.safetensors"))
+        return folder / "bare" / "weights.safetensors"
+
+    return make
+
+
+def _dinov2_own(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    # facebookresearch/dinov2's names: timm's, with its mask token and LayerScale gammas
+    config = ViTConfig.from_dict({**vit.config.to_dict(), "layer_scale": 1.0})
+    state = {**_randomise(ViT(config)).state_dict(), "mask_token": torch.zeros(1, 32)}
+    torch.save(state, folder / "dinov2_vits14_pretrain.pth")
+    return folder / "dinov2_vits14_pretrain.pth"
+
+
+def _open_clip(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    from tests.model_export.test_parity_family_timm import timm_model, to_open_clip
+
+    state = to_open_clip(timm_model("clip", _randomise))
+    folder.joinpath("open_clip").mkdir()
+    save_file(state, str(folder / "open_clip" / "open_clip_model.safetensors"))
+    sidecar = {"model_cfg": {"quick_gelu": True, "vision_cfg": {"head_width": 8}}}
+    (folder / "open_clip" / "open_clip_config.json").write_text(json.dumps(sidecar))
+    return folder / "open_clip"
+
+
+def _bare_open_clip(folder: Path, vit: ViT, to_timm: ToTimm, to_npz: ToNpz) -> Path:
+    state = load_file(_open_clip(folder, vit, to_timm, to_npz) / "open_clip_model.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, folder / "oc.pt")
+    return folder / "oc.pt"  # an open_clip training checkpoint: wrapped, DDP prefixes
+
+
+_DEIT = _transformers(DeiTForImageClassificationWithTeacher(DeiTConfig(**SMALL, num_labels=5)))
+_DINOV2 = _transformers(Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**SMALL)))
+_CLIP = _transformers(CLIPVisionModelWithProjection(CLIPVisionConfig(**SMALL, projection_dim=16)))
+_SIGLIP = _transformers(SiglipVisionModel(SiglipVisionConfig(**SMALL)))
+
 FIXTURES: dict[str, tuple[str, Make]] = {  # id: (the adapter that must claim it, maker)
     "hf-folder": ("hf", _hf_folder),
     "hf-bare-file": ("hf", _hf_file),
@@ -114,6 +186,17 @@ FIXTURES: dict[str, tuple[str, Make]] = {  # id: (the adapter that must claim it
     "npz-linen": ("npz-linen", _npz_linen),
     "npz-hybrid": ("npz-hybrid", _npz_hybrid),
     "native-hybrid": ("native", _native_hybrid),
+    "hf-deit-folder": ("hf-deit", _DEIT),
+    "hf-deit-bare-file": ("hf-deit", _bare(_DEIT)),
+    "hf-dinov2-folder": ("hf-dinov2", _DINOV2),
+    "hf-dinov2-bare-file": ("hf-dinov2", _bare(_DINOV2)),
+    "hf-clip-folder": ("hf-clip", _CLIP),
+    "hf-clip-bare-file": ("hf-clip", _bare(_CLIP)),
+    "hf-siglip-folder": ("hf-siglip", _SIGLIP),
+    "hf-siglip-bare-file": ("hf-siglip", _bare(_SIGLIP)),
+    "dinov2-own-pth": ("dinov2", _dinov2_own),
+    "open-clip-folder": ("open-clip", _open_clip),
+    "open-clip-bare-file": ("open-clip", _bare_open_clip),
 }
 
 

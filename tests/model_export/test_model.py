@@ -167,3 +167,63 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_fields() -> None:
     assert ViTConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown ViTConfig fields: colour"):
         ViTConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+# --- the family's variants (parity with their own code: test_parity_family_*.py) --------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(class_token=False), "pool 'cls' reads the class token, but there is none"),
+        (dict(pool="cls_dist"), "pool 'cls_dist' needs the distillation token"),
+        (dict(distill_token=True, distill_head=True), "distill_head needs pool 'cls_dist'"),
+        (dict(representation_size=8, projection_dim=8), "representation_size .* pool 'cls'"),
+        (dict(register_tokens=-1), "register_tokens -1 is negative"),
+    ],
+)
+def test_family_fields_that_do_not_fit_together(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ViTConfig(**{**TINY.to_dict(), **fields})
+
+
+def test_a_config_written_before_the_family_fields_reads_as_the_plain_vit() -> None:
+    old = {k: v for k, v in TINY.to_dict().items() if k in ("image_size", "dim", "depth", "heads")}
+    config = ViTConfig.from_dict(old)
+    assert (config.class_token, config.pool, config.prefix_tokens, config.embed_dim) == (
+        True, "cls", 1, config.dim
+    )  # fmt: skip
+
+
+def test_registers_sit_after_the_positioned_tokens_without_a_position() -> None:
+    config = ViTConfig(**{**TINY.to_dict(), "distill_token": True, "pool": "cls_dist",
+                          "register_tokens": 3})  # fmt: skip
+    model = ViT(config).eval()
+    assert model.pos_embed.shape == (1, 2 + 16, 32) and config.prefix_tokens == 5
+    patches = torch.randn(2, 16, 32)
+    tokens = model.tokens(patches)  # (B, 2 + 3 + 16, D)
+    torch.testing.assert_close(tokens[:, 2:5], model.reg_token.expand(2, -1, -1))
+    torch.testing.assert_close(tokens[:, 5:], patches + model.pos_embed[:, 2:])
+    out = model(torch.randn(2, 3, 32, 32), attention=True)
+    assert out.attentions is not None and out.attentions.shape[-1] == 21
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(class_token=False, pool="map", gelu="tanh"),
+        dict(pre_norm=True, patch_bias=False, gelu="quick_gelu", projection_dim=8, normalize=True),
+        dict(layer_scale=0.5, mlp="swiglu", register_tokens=2),
+        dict(distill_token=True, distill_head=True, pool="cls_dist"),
+    ],
+    ids=["siglip", "clip", "dinov2", "deit"],
+)
+def test_each_variant_answers_alike_on_both_attention_paths(fields: dict) -> None:
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(**{**TINY.to_dict(), **fields})).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fast, slow = model(x), model(x, attention=True)
+    torch.testing.assert_close(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.embedding, slow.embedding, rtol=1e-5, atol=1e-6)
+    assert fast.embedding.shape == (2, model.config.embed_dim)
+    assert (slow.pool_attention is not None) == (model.config.pool == "map")

@@ -1,9 +1,10 @@
-"""timm, imported for parity tests only, and its outputs in our vocabulary.
+"""timm (and open_clip), imported for parity tests only, and their outputs in our vocabulary.
 
 timm imports torchvision when it loads, and torchvision cannot be installed next to the CPU torch
 here: absent, or (as pip installs it for timm into a fresh venv) a CUDA build whose operators fail
 to register. Unless a working torchvision imports, stand_ins/torchvision (names only, each raising
 if used) is put on sys.path just long enough for `import timm`; timm's models never call into it.
+open_clip, when installed (pip install --no-deps open_clip_torch ftfy wcwidth), loads the same way.
 """
 
 from __future__ import annotations
@@ -21,13 +22,25 @@ STAND_INS = Path(__file__).parent / "stand_ins"
 
 
 def import_timm() -> ModuleType:
-    if "timm" in sys.modules:
-        return sys.modules["timm"]
+    return _import_with_stand_in("timm")
+
+
+def import_open_clip() -> ModuleType | None:
+    """open_clip, or None where it is not installed (its parity tests then skip)."""
+    if importlib.util.find_spec("open_clip") is None or importlib.util.find_spec("ftfy") is None:
+        return None
+    import_timm()  # open_clip imports timm: the stand-in must be in place first, or known bad
+    return _import_with_stand_in("open_clip")
+
+
+def _import_with_stand_in(name: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
     if _real_torchvision_works():
-        return importlib.import_module("timm")
+        return importlib.import_module(name)
     sys.path.insert(0, str(STAND_INS))
     try:
-        return importlib.import_module("timm")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(STAND_INS))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from itertools import accumulate
 
 import numpy as np
 from PIL import Image
@@ -80,3 +81,87 @@ def rle_bmp(width: int, height: int) -> bytes:
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 2835, 2835, 256, 0)
     header = b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset)
     return header + info + palette + data
+
+
+# -- TIFF and EXIF: image file directories (IFDs), which Pillow reads an entry and a strip at a time
+
+
+def ifd(entries: list[tuple[int, int, int, bytes]], at: int, big: bool = False) -> bytes:
+    """A little-endian IFD placed at offset `at`: (tag, type, count, value bytes) each, values
+    over 4 bytes (8 in BigTIFF) stored after it; the next-IFD offset is 0."""
+    head, slot = (struct.Struct("<HHQ"), 8) if big else (struct.Struct("<HHI"), 4)
+    count = struct.pack("<Q" if big else "<H", len(entries))
+    table = len(count) + len(entries) * (head.size + slot) + slot
+    out, tail = [count], []
+    offset = at + table
+    for tag, kind, n, value in entries:
+        if len(value) <= slot:
+            out.append(head.pack(tag, kind, n) + value.ljust(slot, b"\0"))
+        else:
+            out.append(head.pack(tag, kind, n) + offset.to_bytes(slot, "little"))
+            tail.append(value)
+            offset += len(value)
+    out.append(b"\0" * slot)
+    return b"".join(out + tail)
+
+
+def private_tags(n: int) -> list[tuple[int, int, int, bytes]]:
+    """n SHORT entries of tags no reader knows (1000–32767 are unassigned; repeats past that)."""
+    return [(1000 + i % 31_768, 3, 1, struct.pack("<H", i & 0xFFFF)) for i in range(n)]
+
+
+def tiff(
+    width: int,
+    height: int,
+    rows_per_strip: int | None = None,
+    extra_tags: int = 0,
+    big: bool = False,
+) -> bytes:
+    """An uncompressed 8-bit grey TIFF of width × height in strips of `rows_per_strip` rows (all
+    rows in one strip when None), its IFD 9 entries and `extra_tags` private tags (SHORT, one
+    value each; an IFD holds at most 65,535): decodable, and grey 0x80 throughout."""
+    rows = rows_per_strip or height
+    strips = -(-height // rows)
+    sizes = [width * min(rows, height - i * rows) for i in range(strips)]
+    kind, code = (16, "Q") if big else (4, "I")  # LONG8 in BigTIFF, else LONG
+
+    def longs(values: list[int], kind: int = kind, code: str = code) -> bytes:
+        return struct.pack(f"<{len(values)}{code}", *values)
+
+    header = b"II+\0" + struct.pack("<HHQ", 8, 0, 16) if big else b"II*\0" + struct.pack("<I", 8)
+    entries: list[tuple[int, int, int, bytes]] = [
+        (256, 4, 1, struct.pack("<I", width)),
+        (257, 4, 1, struct.pack("<I", height)),
+        (258, 3, 1, struct.pack("<H", 8)),
+        (259, 3, 1, struct.pack("<H", 1)),  # no compression
+        (262, 3, 1, struct.pack("<H", 1)),  # black is zero
+        (273, kind, strips, b""),  # strip offsets: filled in below
+        (277, 3, 1, struct.pack("<H", 1)),
+        (278, 4, 1, struct.pack("<I", rows)),
+        (279, 3, strips, longs(sizes, 3, "H"))
+        if max(sizes) < 1 << 16
+        else (279, kind, strips, longs(sizes)),  # byte counts as SHORTs when they fit
+    ]
+    entries += private_tags(extra_tags)
+    at = len(header)
+    # Strip offsets depend on the IFD's size, which does not depend on their values.
+    entries[5] = (273, kind, strips, longs([0] * strips))
+    size = len(ifd(entries, at, big))
+    starts = list(accumulate(sizes[:-1], initial=at + size))
+    entries[5] = (273, kind, strips, longs(starts))
+    return header + ifd(entries, at, big) + b"\x80" * sum(sizes)
+
+
+def exif(entries: int, orientation: int = 1) -> bytes:
+    """An EXIF block (what APP1 carries after "Exif\\0\\0"): a TIFF header and an IFD0 of an
+    orientation and `entries - 1` private tags."""
+    tags = [(274, 3, 1, struct.pack("<H", orientation))]
+    tags += private_tags(entries - 1)
+    return b"II*\0" + struct.pack("<I", 8) + ifd(tags, 8)
+
+
+def exif_jpeg(entries: int, orientation: int = 1, width: int = 32, height: int = 24) -> bytes:
+    """A real JPEG with an APP1 EXIF segment of `entries` IFD0 entries (at most ~5,450 fit)."""
+    real = jpeg(width, height)
+    body = b"Exif\0\0" + exif(entries, orientation)
+    return real[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + real[2:]

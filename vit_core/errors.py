@@ -18,6 +18,7 @@
     │   ├── BatchFailed               500 internal
     │   └── WorkerDied                500 internal
     ├── AttentionUnavailable          501 attention_unavailable
+    ├── ClassificationUnavailable     501 classification_unavailable
     ├── NotReady                      503 not_ready (Retry-After)
     └── RequestTimeout                504 timeout
 
@@ -29,15 +30,20 @@ The tree lives below both halves: the service answers with it (service/edge/resp
 error into an HTTP answer, in the shape its route speaks), and the offline tools (vit-train,
 vit-export, vit-inspect) raise and report the same errors from the shared image transform, as a
 message, without any web framework. `describe_validation` is the one wording of pydantic's
-validation errors (request parameters, JSON bodies, model.json, settings).
+validation errors (request parameters, JSON bodies, model.json, settings), and `excerpt` the one
+way a message quotes what a client sent: short, and cut, so an error never echoes a body.
 """
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 RETRY_AFTER_S = 1  # what 429 and 503 tell a client to wait; queues here drain in well under that
+# What a message may quote of one thing a client sent: enough to recognise a name or a value,
+# never a body (a 30 MB tensor name once came back inside a 31 MB error).
+EXCERPT_CHARS = 200
 
 
 class ServiceError(Exception):
@@ -150,6 +156,12 @@ class AttentionUnavailable(ServiceError):
     code = "attention_unavailable"
 
 
+class ClassificationUnavailable(ServiceError):
+    """The model has no classification head (DINOv2, CLIP or SigLIP as released): it embeds."""
+
+    code = "classification_unavailable"
+
+
 class NotReady(ServiceError):
     code = "not_ready"
     retry_after = RETRY_AFTER_S
@@ -176,6 +188,7 @@ STATUS: dict[type[ServiceError], int] = {
     ClientDisconnected: 499,  # nginx's "client closed request"
     InternalError: 500,
     AttentionUnavailable: 501,
+    ClassificationUnavailable: 501,
     NotReady: 503,
     RequestTimeout: 504,
 }
@@ -198,16 +211,46 @@ def all_errors() -> list[type[ServiceError]]:
     return found
 
 
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`value` (something a client sent) as an error message may quote it: a string as it is,
+    anything else as reprlib draws it (long lists and numbers abbreviated), and either cut to
+    its first `limit` characters when longer, with an ellipsis (and a string's whole length).
+    A string is cut before anything else is done with it: quoting a 30 MB name costs what
+    quoting 200 characters does. Quote a name with !r after cutting: f"{excerpt(name)!r}"."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return f"{value[:limit]}… ({len(value):,} characters)"
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's 4,300-digit limit for turning it into text
+        return "a number too long to show"
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # Python 3.11's constructor takes no limits
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict = 3, 8, 8, 8
+    short.maxstring, short.maxlong, short.maxother = EXCERPT_CHARS, 40, EXCERPT_CHARS
+    return short
+
+
+_REPR = _short_repr()
 _REQUEST_PARTS = ("body", "query", "path", "header")  # FastAPI's location prefixes, not names
 
 
 def validation_problems(errors: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """pydantic's errors as (where, message) pairs, e.g. ("images.3", "Input should be a valid
-    string"); the offending input is left out (it can be huge, or a secret)."""
+    string"); the offending input is left out (it can be huge, or a secret), and a location
+    that is a client's key (an unknown field, a parameter's name) is quoted as an excerpt."""
     return [
-        (".".join(str(p) for p in e["loc"] if p not in _REQUEST_PARTS), str(e["msg"]))
+        (".".join(_where(p) for p in e["loc"] if p not in _REQUEST_PARTS), str(e["msg"]))
         for e in errors
     ]
+
+
+def _where(part: object) -> str:
+    return excerpt(str(part))
 
 
 def describe_validation(errors: Sequence[Mapping[str, Any]], limit: int = 3) -> str:

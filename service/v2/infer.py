@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2): its JSON shapes, a request body turned into what the
 pipeline runs, and the rows that come back turned into the protocol's answer.
 
-The wire shapes (JSON models, tensor names, metadata) are in protocol_schemas.py.
+The wire shapes (JSON models, tensor names, metadata) are in schemas.py, the bytes in wire.py.
 A request carries one input tensor:
     image    BYTES [B] or [B, 1]    one encoded image per element (JPEG, PNG, …), decoded and
                                     preprocessed as every upload is (JSON data: base64 strings)
@@ -10,7 +10,7 @@ A request carries one input tensor:
                                     of schema 1 take FP32 [B, 3, S, S], normalised too
 and names any of the outputs logits [B, K], probabilities [B, K] and embedding [B, D] (all three
 when it names none). Tensors travel as JSON `data` or, with the binary tensor data extension, as
-raw bytes after the JSON (tensors.py). An output's `classification: k` parameter answers BYTES
+raw bytes after the JSON (wire.py). An output's `classification: k` parameter answers BYTES
 [B, k] of "value:index:label", highest first (Triton's classification extension).
 """
 
@@ -20,9 +20,11 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
+from anyio import from_thread
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -31,26 +33,43 @@ from service.inference.outputs import softmax, top_k
 from service.inference.pipeline import Inputs
 from service.v2.schemas import (
     IMAGE,
-    OUTPUT_NAMES,
+    MAX_PARAMETERS,
+    MAX_TENSORS,
     PIXELS,
-    PROBABILITIES,
     InferenceRequest,
     InferenceResponse,
     Parameters,
     RequestInput,
     ResponseOutput,
+    output_names,
     pixels_tensor,
 )
-from service.v2.wire import HEADER_LENGTH, decompress, pack_bytes, split_body, unpack_bytes
+from service.v2.wire import (
+    HEADER_LENGTH,
+    Take,
+    decompress,
+    pack_bytes,
+    split_body,
+    unpack_bytes,
+)
 from vit_core.bundle import EMBEDDING, LOGITS, BundleManifest
 from vit_core.errors import (
     EmptyBody,
     InvalidParameter,
     PayloadTooLarge,
     describe_validation,
+    excerpt,
 )
 
 T = TypeVar("T", int, bool)
+# The most a JSON header can hold and still fit the schema's bounds (schemas.py): the request
+# and its parameters, and each input or output and its parameters; each tensor's keys and its
+# parameters' keys. A document with more is refused by counting (413), before it is parsed.
+MAX_JSON_OBJECTS = 2 + 2 * 2 * MAX_TENSORS
+MAX_JSON_KEYS = 4 + MAX_PARAMETERS + MAX_TENSORS * (5 + MAX_PARAMETERS + 2 + MAX_PARAMETERS)
+_FEW = "an inference request has one input, a few outputs and a few parameters"
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b",[{:")))
+_WINDOW = 1 << 20
 
 # -- requests ---------------------------------------------------------------------------------
 
@@ -70,24 +89,28 @@ class Inference:
 
 
 def parse_request(
-    body: bytes, headers: Mapping[str, str], manifest: BundleManifest, limits: Limits
+    body: bytes,
+    headers: Mapping[str, str],
+    manifest: BundleManifest,
+    limits: Limits,
+    take: Take | None = None,
 ) -> Inference:
     """An infer request's body → its images or pixels and the outputs it wants, every count and
-    size checked against the limits before anything proportional to it is built."""
-    body = decompress(body, headers.get("content-encoding", ""), limits.max_body_bytes)
-    header, binary = split_body(body, headers.get(HEADER_LENGTH.lower()))
-    # Numbers in JSON cost the parser (holding the GIL) and a Python object each: past four
-    # images' worth of pixels, large tensors must travel as binary data. Counted before parsing.
-    most = 4 * 3 * manifest.image_hw[0] * manifest.image_hw[1]
-    if header.count(b",") > most:
-        raise PayloadTooLarge(
-            f"the JSON holds over {most:,} values; send large tensors with the binary data "
-            "extension (binary_data_size; tritonclient's default)"
-        )
+    size checked against the limits before anything proportional to it is built.
+
+    Runs in a worker thread (run_in_threadpool). `take` is the request's share of the
+    request-bytes budget (the one read_body counted the body against): a compressed body's
+    inflated bytes are taken from it a step at a time as they are made, each call made on the
+    event loop, whose alone the budget is. Without it, inflated bytes are not counted.
+    """
+    count = _on_loop(take) if take is not None else None
+    data = decompress(body, headers.get("content-encoding", ""), limits.max_body_bytes, count)
+    header, binary = split_body(data, headers.get(HEADER_LENGTH.lower()))
+    check_document(header, manifest, limits.max_images)
     try:
         request = InferenceRequest.model_validate_json(header)
     except ValidationError as e:
-        problem = describe_validation(e.errors(), limit=1)
+        problem = describe_validation(e.errors(include_input=False, include_url=False), limit=1)
         raise InvalidParameter(f"inference request: {problem}") from None
     either = f"{IMAGE} (BYTES) or {PIXELS} ({pixels_tensor(manifest)[0]})"
     if len(request.inputs) != 1:
@@ -98,41 +121,88 @@ def parse_request(
     elif tensor.name == PIXELS:
         inputs = _pixels(tensor, binary, manifest, limits.max_images)
     else:
-        raise InvalidParameter(f"no input {tensor.name!r}; send {either}")
-    return Inference(request.id, inputs, _outputs(request))
+        raise InvalidParameter(f"no input {excerpt(tensor.name)!r}; send {either}")
+    return Inference(request.id, inputs, _outputs(request, output_names(manifest)))
+
+
+def _on_loop(take: Take) -> Take:
+    """`take`, called from a worker thread, run on the event loop (and its refusal raised here)."""
+
+    def hop(size: int) -> None:
+        from_thread.run_sync(take, size)
+
+    return hop
+
+
+def check_document(header: bytes | bytearray, manifest: BundleManifest, max_images: int) -> None:
+    """Refuse (413) a JSON header that would cost more to build than any valid request does.
+
+    pydantic turns every value, string, key, list and object into a Python object while it
+    parses (holding the GIL), and a dict is only checked for size once built: 600,000 null
+    parameters took 15 s. So the document's parts are counted first, at C speed, by the bytes
+    that make them: commas (values, strings among them), "[" (lists), "{" (objects) and ":"
+    (keys). The same bytes inside strings count too, which can only overcount; base64 has none
+    of them, and a data: URI one ":" and one ",".
+    """
+    most = 4 * 3 * manifest.image_hw[0] * manifest.image_hw[1]  # four images' worth of values
+    binary = (
+        "send large tensors with the binary data extension (binary_data_size; tritonclient's "
+        "default)"
+    )
+    counted = (
+        (b",", most, "values", binary),
+        (b"[", most // 2 + MAX_JSON_OBJECTS, "lists", binary),
+        (b"{", MAX_JSON_OBJECTS, "objects", _FEW),
+        (b":", MAX_JSON_KEYS + max_images, "keys", _FEW),
+    )
+    structure = _structure(header)
+    for byte, bound, what, advice in counted:
+        if structure.count(byte) > bound:
+            raise PayloadTooLarge(f"the JSON holds over {bound:,} {what}; {advice}")
+
+
+def _structure(header: bytes | bytearray) -> bytes:
+    """The header's structural bytes alone, found a window at a time: one pass over a 32 MB
+    document instead of five, and the event loop gets the GIL between windows."""
+    return b"".join(
+        header[at : at + _WINDOW].translate(None, _NOT_STRUCTURE)
+        for at in range(0, len(header), _WINDOW)
+    )
 
 
 def _batch(
-    tensor: RequestInput, binary: bytes, datatype: str, shapes: str, ok: bool, max_images: int
+    tensor: RequestInput, binary: memoryview, datatype: str, shapes: str, ok: bool, max_images: int
 ) -> int:
     """The batch size B, once the type, shape, count and where the data is are all right."""
+    name = excerpt(tensor.name)
     if tensor.datatype != datatype or not ok:
         raise InvalidParameter(
-            f"input {tensor.name} is {tensor.datatype} {tensor.shape}; it takes {datatype} {shapes}"
+            f"input {name} is {excerpt(tensor.datatype)} {excerpt(tensor.shape)}; "
+            f"it takes {datatype} {shapes}"
         )
     n = tensor.shape[0]
     if n == 0:
-        raise EmptyBody(f"input {tensor.name} holds no images")
+        raise EmptyBody(f"input {name} holds no images")
     check_count(n, max_images)
     size = _param(tensor.parameters, "binary_data_size", int, -1)
     if (size >= 0) != (tensor.data is None) or max(size, 0) != len(binary):
         raise InvalidParameter(
-            f"input {tensor.name}: give data, or binary_data_size equal to the {len(binary):,} "
+            f"input {name}: give data, or binary_data_size equal to the {len(binary):,} "
             f"bytes after the JSON ({HEADER_LENGTH})"
         )
     return n
 
 
-def _images(tensor: RequestInput, binary: bytes, max_images: int) -> list[bytes]:
+def _images(tensor: RequestInput, binary: memoryview, max_images: int) -> list[bytes]:
     shape = tensor.shape
     ok = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
     n = _batch(tensor, binary, "BYTES", "[B] or [B, 1]", ok, max_images)
     if tensor.data is None:
         images = unpack_bytes(binary, n, tensor.name)
     else:
-        items = _flatten(tensor.data)
-        if len(items) != n or not all(isinstance(s, str) for s in items):
-            raise InvalidParameter(f"input {tensor.name}: data must be {n} base64 strings")
+        items = _flat(tensor.data, tensor.shape, tensor.name)
+        if len(items) != n or set(map(type, items)) != {str}:
+            raise InvalidParameter(f"input {excerpt(tensor.name)}: data must be {n} base64 strings")
         images = [base64_image(s, i, n) for i, s in enumerate(items)]
     for i, image in enumerate(images):
         if not image:
@@ -141,40 +211,75 @@ def _images(tensor: RequestInput, binary: bytes, max_images: int) -> list[bytes]
 
 
 def _pixels(
-    tensor: RequestInput, binary: bytes, manifest: BundleManifest, max_images: int
+    tensor: RequestInput, binary: memoryview, manifest: BundleManifest, max_images: int
 ) -> np.ndarray:
     datatype, row = pixels_tensor(manifest)
     ok = len(tensor.shape) == 4 and tensor.shape[1:] == row
     n = _batch(tensor, binary, datatype, f"[B, {', '.join(map(str, row))}]", ok, max_images)
-    count, uint8 = n * math.prod(row), datatype == "UINT8"
+    count, uint8, name = n * math.prod(row), datatype == "UINT8", excerpt(tensor.name)
+    numbers = f"input {name}: data must be {count:,} numbers"
+    if uint8:
+        numbers += " (UINT8: whole numbers 0..255)"
     try:
         if tensor.data is None:
             x = np.frombuffer(binary, np.uint8 if uint8 else "<f4")
         else:
-            x = np.asarray(tensor.data, np.float64 if uint8 else np.float32).ravel()
-    except (ValueError, TypeError) as e:
-        raise InvalidParameter(f"input {tensor.name}: data must be {count:,} numbers") from e
+            values = _flat(tensor.data, tensor.shape, tensor.name)
+            other = set(map(type, values)) - {int, float}  # bool is not int here: no true, "7"
+            if other:
+                raise InvalidParameter(f"{numbers}, not {_json_kinds(other)}")
+            with np.errstate(over="ignore"):  # past float32: inf, refused just below
+                x = np.asarray(values, np.float64 if uint8 else np.float32)
+    except (ValueError, TypeError, OverflowError) as e:  # OverflowError: an int of 310+ digits
+        raise InvalidParameter(numbers) from e
     if x.size != count:
-        raise InvalidParameter(f"input {tensor.name}: {x.size:,} values for shape {tensor.shape}")
+        raise InvalidParameter(f"input {name}: {x.size:,} values for shape {excerpt(tensor.shape)}")
     if not np.isfinite(x).all():
-        raise InvalidParameter(f"input {tensor.name} holds NaN or infinite values")
+        raise InvalidParameter(f"input {name} holds NaN or infinite values")
     if uint8 and x.dtype != np.uint8 and not ((x >= 0) & (x <= 255) & (x == np.round(x))).all():
-        raise InvalidParameter(f"input {tensor.name}: UINT8 values are whole numbers 0..255")
+        raise InvalidParameter(f"input {name}: UINT8 values are whole numbers 0..255")
     out = x.astype(np.uint8 if uint8 else np.float32)  # native byte order, writable
     return out.reshape(n, *row)
 
 
-def _outputs(request: InferenceRequest) -> list[Wanted]:
+def _flat(data: list[Any], shape: list[int], name: str) -> list[Any]:
+    """Row-major data, flat or nested (the protocol allows either), → flat: a level at a time,
+    at C speed (a Python step per element would cost 0.2 s on four images' pixels); a level
+    that mixes lists and values is refused, and so is nesting deeper than the shape."""
+    level = data  # its items are along the first axis
+    for _ in range(len(shape) - 1):
+        kinds = set(map(type, level))
+        if list not in kinds:
+            return level
+        if kinds != {list}:
+            raise InvalidParameter(f"input {excerpt(name)}: data mixes lists and values")
+        level = list(chain.from_iterable(level))
+    if list in set(map(type, level)):
+        raise InvalidParameter(
+            f"input {excerpt(name)}: data is nested deeper than its shape {excerpt(shape)}"
+        )
+    return level
+
+
+def _json_kinds(kinds: set[type]) -> str:
+    names = {str: "strings", bool: "true or false", type(None): "null", dict: "objects"}
+    return " or ".join(sorted(names.get(k, k.__name__) for k in kinds))
+
+
+def _outputs(request: InferenceRequest, answers: tuple[str, ...]) -> list[Wanted]:
+    """The outputs asked for, or all that the model `answers` when none is named."""
     binary = _param(request.parameters, "binary_data_output", bool, False)
     if request.outputs is None:
-        return [Wanted(name, binary, 0) for name in OUTPUT_NAMES]
+        return [Wanted(name, binary, 0) for name in answers]
     names = [o.name for o in request.outputs]
     if len(set(names)) != len(names):
-        raise InvalidParameter(f"outputs are named more than once: {names}")
+        raise InvalidParameter(f"outputs are named more than once: {excerpt(names)}")
     wanted = []
     for o in request.outputs:
-        if o.name not in OUTPUT_NAMES:
-            raise InvalidParameter(f"no output {o.name!r}; this model answers {list(OUTPUT_NAMES)}")
+        if o.name not in answers:
+            raise InvalidParameter(
+                f"no output {excerpt(o.name)!r}; this model answers {list(answers)}"
+            )
         classes = _param(o.parameters, "classification", int, 0)
         if classes < 0 or (classes and o.name == EMBEDDING):
             raise InvalidParameter(f"output {o.name}: classification must be ≥ 1, on class scores")
@@ -185,13 +290,10 @@ def _outputs(request: InferenceRequest) -> list[Wanted]:
 def _param(params: Parameters, key: str, kind: type[T], default: T) -> T:
     value = params.get(key, default)
     if type(value) is not kind:  # not isinstance: a bool is an int to Python, not to the protocol
-        raise InvalidParameter(f"parameter {key} must be {kind.__name__}, got {value!r}")
+        raise InvalidParameter(
+            f"parameter {key} must be {kind.__name__}, got {excerpt(repr(value))}"
+        )
     return value
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    """Nested row-major data (the protocol allows either form) → flat."""
-    return [x for item in data for x in (_flatten(item) if isinstance(item, list) else [item])]
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -201,15 +303,16 @@ def encode_response(
     inference: Inference, m: BundleManifest, rows: dict[str, np.ndarray]
 ) -> Response:
     """The wanted outputs, as JSON data or appended binary, in the order they were asked for."""
-    logits = rows[LOGITS]  # (B, K)
-    values = {
-        LOGITS: logits,
-        PROBABILITIES: softmax(logits).astype(np.float32),
-        EMBEDDING: rows[EMBEDDING],  # (B, D)
-    }
+
+    def value(name: str) -> np.ndarray:
+        if name == EMBEDDING:
+            return rows[EMBEDDING]  # (B, E)
+        logits = rows[LOGITS]  # (B, K): asked for only from a model with a head
+        return logits if name == LOGITS else softmax(logits).astype(np.float32)
+
     outputs, tails = [], []
     for w in inference.outputs:
-        tensor, raw = _tensor(w, values[w.name], m.labels)
+        tensor, raw = _tensor(w, value(w.name), m.labels)
         if w.binary:
             tensor.parameters, tensor.data = {"binary_data_size": len(raw)}, None
             tails.append(raw)

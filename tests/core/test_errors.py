@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vit_core.errors import (
+    EXCERPT_CHARS,
     STATUS,
     BatchFailed,
     InternalError,
@@ -13,7 +14,10 @@ from vit_core.errors import (
     TooManyImages,
     Unauthorized,
     all_errors,
+    describe_validation,
+    excerpt,
     status_of,
+    validation_problems,
 )
 
 EXPECTED = {  # the public contract: code → status
@@ -31,6 +35,7 @@ EXPECTED = {  # the public contract: code → status
     "client_disconnected": 499,
     "internal": 500,
     "attention_unavailable": 501,
+    "classification_unavailable": 501,
     "not_ready": 503,
     "timeout": 504,
 }
@@ -60,3 +65,21 @@ def test_subclasses_inherit_status_and_keep_a_finer_metrics_reason() -> None:
     assert (error.status, error.code, error.label) == (413, "payload_too_large", "too_many_images")
     assert Overloaded().label == "overloaded"
     assert Unauthorized().headers() == {"WWW-Authenticate": "Bearer"}
+
+
+def test_an_excerpt_quotes_a_short_value_whole_and_cuts_a_long_one() -> None:
+    assert excerpt("logits") == "logits" and f"{excerpt('x')!r}" == "'x'"
+    cut = excerpt("x" * 30_000_000)
+    assert cut == "x" * EXCERPT_CHARS + "… (30,000,000 characters)"
+    assert excerpt("abcdef", limit=3) == "abc… (6 characters)"
+    assert excerpt([1, 2]) == "[1, 2]"
+    assert len(excerpt([7] * 100_000)) < 40  # reprlib stops after a few items
+    assert len(excerpt(10**4000)) < 100 and excerpt(None) == "None"
+    assert len(excerpt({"k": "v" * 10_000})) <= EXCERPT_CHARS + 1
+
+
+def test_validation_errors_quote_a_clients_long_key_as_an_excerpt() -> None:
+    errors = [{"loc": ("body", "parameters", "k" * 1_000_000), "msg": "Extra inputs"}]
+    ((where, msg),) = validation_problems(errors)
+    assert where.startswith("parameters." + "k" * 10) and where.endswith("(1,000,000 characters)")
+    assert len(describe_validation(errors)) < 300 and msg == "Extra inputs"

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hosted import local_app
 from test_api import LIMITS, files, wait_ready
 
-from service.app import create_app
 from service.settings import Settings
 from vit_core.bundle import load_bundle
 from vit_core.images import Preprocessor
@@ -30,7 +30,7 @@ LENGTH = "Inference-Header-Content-Length"
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(bundle=tiny_bundle, **LIMITS))) as c:
+    with local_app(Settings(bundle=tiny_bundle, **LIMITS)) as app, TestClient(app) as c:
         wait_ready(c)
         yield c
 
@@ -161,7 +161,7 @@ def test_a_bundle_of_schema_1_still_takes_fp32_normalised_pixels(
 ) -> None:
     m = load_bundle(legacy_bundle)
     x = np.stack([Preprocessor(m.preprocess, 32, 4_000_000)(draw(seed=7)).pixels])  # (1, 3, S, S)
-    with TestClient(create_app(Settings(bundle=legacy_bundle, **LIMITS))) as client:
+    with local_app(Settings(bundle=legacy_bundle, **LIMITS)) as app, TestClient(app) as client:
         wait_ready(client)
         pixels = next(t for t in client.get(MODEL).json()["inputs"] if t["name"] == "pixels")
         assert (pixels["datatype"], pixels["shape"]) == ("FP32", [-1, 3, 32, 32])
@@ -269,7 +269,7 @@ def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str]]:
         (INFER, binary({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2],
                                     "parameters": {"binary_data_size": 8}}]}, b"\4\0\0\0abcd"),
          422, "ends before element 1"),
-        (INFER, dict(content=b"{}", headers={LENGTH: "99"}), 422, LENGTH),
+        (INFER, dict(content=b"{}", headers={LENGTH: "99"}), 400, LENGTH),
         (INFER, dict(json={"inputs": [ok], "outputs": [{"name": "rollout"}]}), 422,
          "no output 'rollout'"),
         (INFER, dict(json={"inputs": [ok], "outputs": [{"name": "logits"}] * 2}), 422,
@@ -301,7 +301,10 @@ def test_bad_requests_get_the_protocols_error_shape_with_native_statuses(
 
 
 def test_an_api_key_guards_v2_but_not_its_health_probes(tiny_bundle: Path, draw: Draw) -> None:
-    with TestClient(create_app(Settings(bundle=tiny_bundle, api_key="k3y", **LIMITS))) as c:
+    with (
+        local_app(Settings(bundle=tiny_bundle, api_key="k3y", **LIMITS)) as app,
+        TestClient(app) as c,
+    ):
         wait_ready(c)
         request = {"inputs": [image_input(draw())]}
         for path in ("/v2", MODEL, f"{MODEL}/ready"):

@@ -1,28 +1,41 @@
-"""Front-end capacity: what one service process pushes through HTTP when the model costs nothing.
+"""Front-end capacity: what the whole instance pushes through HTTP when the model costs nothing.
 
-    python bench/frontend.py [--connections 16] [--seconds 10] [--rounds 2]
+    python bench/frontend.py [--connections 16] [--seconds 10] [--rounds 2] [--baseline REV]
 
-A 1-block, D=32 ViT at 224 px (exported once into the temp dir) behind the service and behind
-the naive one-call-per-request server, the service with two worker processes (VIT_WORKERS=2:
-how it scales past one process) and the service with the scaled JPEG decode
-(VIT_EXACT_DECODE=false); 640×480 JPEGs posted raw to /classify, one per request, by
-bench/rawload.py. Per system: images/s, the server's CPU over the window (cores), and images/s
-per server core, the figure that says how many cores would feed a GPU. The load generator's own
-CPU is shown too: it shares the machine.
+A 1-block, D=32 ViT at 224 px (exported once into the temp dir) behind: the service (a front and
+the engine), the service with two fronts, the service with the exact decode (VIT_EXACT_DECODE=
+true), the naive one-call-per-request FastAPI server, and the service as it was at git revision
+--baseline (checked out into a temp worktree and run from there: "today's default" measured in
+the same run); 640×480 JPEGs posted raw to /classify, one per request, by bench/rawload.py, each
+system measured --rounds times in a rotating order (the best round is kept: other work on a
+shared machine only ever lowers it).
+
+Per system: images/s, the server's CPU over the window (cores, every process of it), images/s
+per server core (the figure that says how many cores would feed a GPU), and for the service the
+split: the fronts' CPU per request and the engine's per image (µs), from /proc.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.pictures import photos  # noqa: E402
 from bench.rawload import Capacity, measure, post  # noqa: E402
 from bench.servers import (  # noqa: E402
+    ROOT,
     featherweight,
     free_port,
     naive_command,
@@ -32,56 +45,106 @@ from bench.servers import (  # noqa: E402
 )
 
 QUEUE = 256
+BASELINE = "6f75a9a"  # the last revision before the engine and fronts split (one process)
 
 
-def capacity(connections: int, seconds: float, rounds: int) -> dict[str, Capacity]:
-    """Every system measured `rounds` times in a rotating order; per system the round with the
-    most images per server core (other work on a shared machine only ever lowers it)."""
-    bundle = featherweight()
-    commands = {
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The repository at `rev`, checked out beside this one for the length of the block."""
+    folder = Path(tempfile.mkdtemp(prefix="vit-baseline-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), rev], cwd=ROOT, check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=True)
+
+
+def commands(bundle: Path, baseline: Path | None) -> dict[str, list[str]]:
+    found = {
         "service": service_command(bundle, free_port(), 32, 5, QUEUE),
-        "service, 2 workers": service_command(bundle, free_port(), 32, 5, QUEUE, "--workers=2"),
-        # VIT_EXACT_DECODE=false: JPEGs decoded at a DCT scale (off by default, see its study)
-        "service, scaled decode": service_command(
-            bundle, free_port(), 32, 5, QUEUE, "--exact-decode=false"
+        "service, 2 fronts": service_command(bundle, free_port(), 32, 5, QUEUE, "--workers=2"),
+        "service, exact decode": service_command(
+            bundle, free_port(), 32, 5, QUEUE, "--exact-decode=true"
         ),
         "naive": naive_command(bundle, free_port()),
     }
+    if baseline is not None:  # run from the worktree: PYTHONPATH puts its packages first
+        old = service_command(bundle, free_port(), 32, 5, QUEUE)
+        found["baseline (one process)"] = [
+            "env", f"PYTHONPATH={baseline}", old[0], "-c",
+            "import sys; from service.cli import main; sys.exit(main())", *old[3:],
+        ]  # fmt: skip
+    return found
+
+
+def capacity(
+    connections: int, seconds: float, rounds: int, baseline: Path | None
+) -> tuple[dict[str, Capacity], dict[str, dict[int, str]]]:
+    """Every system measured `rounds` times in a rotating order; per system the round with the
+    most images per server core. Also each system's processes by name."""
+    bundle = featherweight()
+    systems = commands(bundle, baseline)
     requests = [post("/classify", image, "image/jpeg") for image in photos(64)]
     runs: dict[str, list[Capacity]] = defaultdict(list)
-    with serving(commands) as running:
-        names = list(commands)
+    names: dict[str, dict[int, str]] = {}
+    with serving(systems) as running:
+        for name in systems:
+            names[name] = processes(running.urls[name], running.pids[name])
+        order = list(systems)
         for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                pids = _family(running.pids[name])
-                run = measure(port_of(commands[name]), pids, requests, connections, seconds)
+            for name in order[r % len(order) :] + order[: r % len(order)]:
+                pids = list(names[name])
+                run = measure(port_of(systems[name]), pids, requests, connections, seconds)
                 print(f"front end, {name}, round {r}: {run}", flush=True)
                 runs[name].append(run)
-    return {name: max(rs, key=lambda c: c.per_core) for name, rs in runs.items()}
+    return {name: max(rs, key=lambda c: c.per_core) for name, rs in runs.items()}, names
 
 
-def _family(pid: int) -> list[int]:
-    """The process and its children (worker processes, when the server has them)."""
+def processes(url: str, pid: int) -> dict[int, str]:
+    """A server's processes, pid → name: the instance's own account (vit_process_* in
+    /metrics), else the process and its children."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = {
+        int(s.labels["pid"]): s.labels["process"]
+        for family in text_string_to_metric_families(text)
+        if family.name == "vit_process_resident_memory_bytes"
+        for s in family.samples
+    }
+    if found:
+        return found
     children = Path(f"/proc/{pid}/task/{pid}/children")
     kids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    return [pid, *kids]
+    return {pid: "server", **{k: f"child-{k}" for k in kids}}
 
 
-def capacity_table(rows: dict[str, Capacity], connections: int) -> str:
-    naive = rows.get("naive")
+def capacity_table(
+    rows: dict[str, Capacity], names: dict[str, dict[int, str]], connections: int
+) -> str:
+    naive, base = rows.get("naive"), rows.get("baseline (one process)")
     lines = [
-        "| system | connections | images/s | server cores | images/s per server core | "
-        "÷ naive per core | p50 ms | client cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | images/s | server cores | images/s per core | ÷ naive | ÷ baseline | "
+        "fronts: µs CPU per request | engine: µs CPU per image | p50 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, c in rows.items():
+        by_name = {names[name].get(pid, "?"): cores for pid, cores in c.cores.items()}
+        fronts = sum(cores for n, cores in by_name.items() if n.startswith("front"))
+        engine = by_name.get("engine", 0.0)
+        split = (
+            (f"{1e6 * fronts / c.images_per_s:.0f}", f"{1e6 * engine / c.images_per_s:.0f}")
+            if "engine" in by_name and c.images_per_s
+            else ("", "")
+        )
         ratio = f"{c.per_core / naive.per_core:.2f}×" if naive else ""
+        over_base = f"{c.per_core / base.per_core:.2f}×" if base else ""
         errors = f" ({c.errors} errors)" if c.errors else ""
         lines.append(
-            f"| {name}{errors} | {connections} | {c.images_per_s:.0f} | {c.server_cores:.2f} | "
-            f"**{c.per_core:.0f}** | {ratio} | {c.p50_ms:.1f} | {c.client_cores:.2f} |"
+            f"| {name}{errors} | {c.images_per_s:.0f} | {c.server_cores:.2f} | "
+            f"**{c.per_core:.0f}** | {ratio} | {over_base} | {split[0]} | {split[1]} | "
+            f"{c.p50_ms:.1f} |"
         )
-    return "\n".join(lines)
+    return f"{connections} connections, one 640×480 JPEG per request\n\n" + "\n".join(lines)
 
 
 def main() -> None:
@@ -89,9 +152,15 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--seconds", type=float, default=10, help="measured time per run")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--baseline", default=BASELINE, help="git revision ('' to skip)")
     args = p.parse_args()
-    rows = capacity(args.connections, args.seconds, args.rounds)
-    print(f"\n## Front-end capacity\n\n{capacity_table(rows, args.connections)}")
+    if args.baseline:
+        with worktree(args.baseline) as folder:
+            rows, names = capacity(args.connections, args.seconds, args.rounds, folder)
+    else:
+        rows, names = capacity(args.connections, args.seconds, args.rounds, None)
+    print(f"\n## Front-end capacity\n\n{capacity_table(rows, names, args.connections)}")
+    print(f"\nmachine: {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

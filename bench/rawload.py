@@ -27,6 +27,7 @@ class Capacity:
     errors: int
     latencies: list[float] = field(repr=False, default_factory=list)  # s, of the window's 200s
     window: float = 0.0  # s
+    cores: dict[int, float] = field(repr=False, default_factory=dict)  # each server pid's share
 
     @property
     def per_core(self) -> float:
@@ -90,21 +91,30 @@ async def _measure(
         asyncio.create_task(_connection(port, requests, k, stop, done)) for k in range(connections)
     ]
     await asyncio.sleep(warmup)
-    begin, server0, client0 = time.perf_counter(), sum(map(cpu_seconds, pids)), own_cpu_seconds()
+    begin, server0, client0 = (
+        time.perf_counter(),
+        {p: cpu_seconds(p) for p in pids},
+        own_cpu_seconds(),
+    )
     await asyncio.sleep(seconds)
-    end, server1, client1 = time.perf_counter(), sum(map(cpu_seconds, pids)), own_cpu_seconds()
+    end, server1, client1 = (
+        time.perf_counter(),
+        {p: cpu_seconds(p) for p in pids},
+        own_cpu_seconds(),
+    )
     stop.set()
     errors = sum(await asyncio.gather(*tasks))
     window = end - begin
     latencies = sorted(lat for t, lat in done if begin <= t <= end)
     return Capacity(
         images_per_s=len(latencies) / window,
-        server_cores=(server1 - server0) / window,
+        server_cores=sum(server1[p] - server0[p] for p in pids) / window,
         client_cores=(client1 - client0) / window,
         p50_ms=latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
         errors=errors,
         latencies=latencies,
         window=window,
+        cores={p: (server1[p] - server0[p]) / window for p in pids},
     )
 
 

@@ -1,10 +1,11 @@
-"""create_app(settings): the FastAPI app, its lifespan, one error handler, the metrics middleware.
+"""create_app(settings, runtime): a front's FastAPI app, its lifespan, one error handler, the
+metrics middleware and the request guard.
 
-Start-up: the lifespan builds the Runtime (bundle → ONNX Runtime sessions → batcher) and serves at
-once while a background thread warms every batch size; /readyz turns 200 when that is done.
+Start-up: the lifespan connects the front's Runtime to the engine process and serves at once;
+/readyz turns 200 when the engine has warmed up and every front is up (service/runtime.py).
 Shut-down (SIGTERM): uvicorn stops accepting and lets in-flight requests finish (drain_timeout_s),
-then the runtime runs whatever is still queued and stops. The runtime reaches the routes as the
-lifespan's state (request.state.runtime); the app itself holds nothing else.
+their images still running in the engine; then the channel closes. The runtime reaches the routes
+as the lifespan's state (request.state.runtime); the app itself holds nothing else.
 """
 
 from __future__ import annotations
@@ -44,17 +45,19 @@ BYTES tensor, or preprocessed pixels; errors as `{"error": "..."}`), and `/` is 
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
-    """The service for settings, over `runtime` if given (else the lifespan builds one)."""
+    """The service for settings, over a front's `runtime` (its lifespan connects it to the
+    engine). Without one the app only describes itself: its routes and OpenAPI schema."""
     metrics = runtime.metrics if runtime else Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Runtime]]:
-        running = runtime or Runtime(settings, metrics)
-        running.start()
+        if runtime is None:
+            raise RuntimeError("an app made without a runtime describes the API; it cannot serve")
+        await runtime.start()
         try:
-            yield {"runtime": running}
+            yield {"runtime": runtime}
         finally:
-            running.close()
+            await runtime.close()
 
     app = FastAPI(
         title="vit-service",
@@ -64,7 +67,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         docs_url=None,  # served by routes/docs.py: offline, and behind the key when there is one
         redoc_url=None,
         openapi_url=None,
-        dependencies=[Depends(known_query_only)],
     )
     # The last added runs first: metrics see every answer, the guard's refusals included.
     always_open = [operations.router, v2.probes_router]  # probes and scrapes: never refused as busy
@@ -73,15 +75,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         max_concurrent=settings.max_concurrent_requests,
         metrics=metrics,
         exempt=frozenset(route.path for r in always_open for route in r.routes),  # type: ignore[attr-defined]
+        on_abandoned=runtime.abandon if runtime else lambda: None,
     )
     app.add_middleware(RequestMetrics, metrics=metrics)
     _add_error_handler(app, metrics)
+    # The key first, then the query: a client without the key learns nothing, not even which
+    # parameters a route takes.
     guard = [Depends(api_key_guard(settings.api_key))] if settings.api_key else []
-    app.include_router(inference.router, dependencies=guard)
-    app.include_router(v2.router, dependencies=guard)
-    app.include_router(docs.router, dependencies=[] if settings.public_docs else guard)
+    known = Depends(known_query_only)
+    app.include_router(inference.router, dependencies=[*guard, known])
+    app.include_router(v2.router, dependencies=[*guard, known])
+    app.include_router(docs.router, dependencies=[*([] if settings.public_docs else guard), known])
     for router in (*always_open, page.router):
-        app.include_router(router)
+        app.include_router(router, dependencies=[known])
     return app
 
 

@@ -1,178 +1,142 @@
-"""The service at run time: one typed object holding what a request needs, and the one readiness
-state every health answer is read from.
+"""A front at run time: one typed object holding what a request needs (the settings, the model's
+manifest, the channel to the engine, the request-bytes budget, the metrics), and the one place
+readiness is decided, from the instance's shared state (service/state.py).
 
-    starting ──start()──▶ warming ──every graph × batch size ran──▶ ready ──SIGTERM──▶ draining
-        │                    │                                        │                  │
-        │                    └── warm-up raised ──▶ failed ◀── the batch worker died     ▼
-        └── (the bundle or the sessions could not be opened: nothing to serve)        stopped
+    ready  ⇔  the engine is warm  ∧  every front of the instance is up  ∧  this one is not draining
+    alive  ⇔  the engine has not failed  ∧  this front's channel to it is open
 
-`failed` is final: /healthz turns 503 so the orchestrator restarts the instance. Every other
-phase but `ready` makes /readyz 503 with the reason, so a load balancer sends nothing here.
-With several workers, each publishes whether it is ready to the others (`Peers`), and /readyz
-says ready only when every one is: whichever worker a probe reaches, the answer is the instance's.
+Anything but ready makes /readyz 503 with the reason, so a load balancer sends nothing here; not
+alive makes /healthz 503 too, so the orchestrator restarts the instance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from collections.abc import Callable
+from typing import Any
 
+from service.channel.front_side import ENGINE_GONE, EngineClient
 from service.edge.inputs import BodyBudget
-from service.inference.batcher import Batcher
-from service.inference.engine import Engine
-from service.inference.engine_io import CudaOptions
-from service.inference.pipeline import Pipeline
 from service.metrics import Metrics
 from service.settings import Settings, memory_budgets
-from service.workers import Peers
-from vit_core.bundle import BundleManifest, load_bundle
-from vit_core.images import Preprocessor
-from vit_core.memory import MemoryBudget, memory_limit
+from service.state import SharedState
+from vit_core.bundle import BundleManifest
+from vit_core.errors import NotReady, Overloaded
+from vit_core.memory import memory_limit
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["starting", "warming", "ready", "draining", "stopped", "failed"]
-
-
-def open_engine(settings: Settings, manifest: BundleManifest) -> Engine:
-    """The sessions as the settings ask: providers, batch buffer rows, CUDA provider options."""
-    return Engine(
-        settings.bundle,
-        manifest,
-        settings.providers,
-        max_batch_size=settings.max_batch_size,
-        cuda=CudaOptions.from_settings(settings),
-    )
+CONNECT_S = 60.0  # the engine listens before any front starts; this covers a slow machine
 
 
 class Runtime:
-    """Built in the app's lifespan; `start` warms up in the background, `close` drains."""
+    """Built before the app; `start` (in the app's lifespan) connects to the engine."""
 
     def __init__(
         self,
         settings: Settings,
         metrics: Metrics,
-        engine: Engine | None = None,
-        peers: Peers | None = None,
+        manifest: BundleManifest,
+        state: SharedState,
+        address: str,
+        index: int = 0,
     ) -> None:
-        self.settings, self.metrics, self._peers = settings, metrics, peers
-        self.manifest: BundleManifest = engine.manifest if engine else load_bundle(settings.bundle)
-        self.engine = engine or open_engine(settings, self.manifest)
-        self.batcher = Batcher(
-            self.engine.run,
-            graphs=self.manifest.graphs,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_wait_ms / 1000,
-            max_queue_images=settings.max_queue_images,
-            metrics=metrics,
-            buffer=self.engine.batch_buffer,
-            on_death=lambda: self._fail("the batch worker has stopped"),
-        )
-        self._executor = ThreadPoolExecutor(settings.preprocess_threads, "preprocess")
-        decode_budget, body_budget = memory_budgets(settings, memory_limit())
+        self.settings, self.metrics, self.manifest = settings, metrics, manifest
+        self.state, self._address, self._index = state, address, index
+        self.on_engine_lost: Callable[[], None] = lambda: None  # the front's server stops
+        _, body_budget = memory_budgets(settings, memory_limit())
         self.bodies = BodyBudget(body_budget)
-        preprocessor = Preprocessor(
-            self.manifest.preprocess,
-            self.manifest.image_size,
-            settings.max_image_pixels,
-            self.manifest.pixels,  # uint8 rows for graphs that normalise themselves
-            max_bytes=settings.max_image_bytes,
-            memory=MemoryBudget(decode_budget),
-            memory_wait_s=settings.request_timeout_s,
-            scaled_decode=not settings.exact_decode,
-        )
-        self.pipeline = Pipeline(preprocessor, self.batcher, self._executor, metrics)
-        self._phase: Phase = "starting"
-        self._reason = ""  # why `failed`
-        self._warmed = 0  # graph × batch-size runs done
-        self.drained = False  # set by close: every accepted request was answered
-        self._stop = threading.Event()
-        self._warm_thread = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
-        m = self.manifest
-        metrics.model_info.labels(m.name, m.version, self.engine.provider, m.precision).set(1)
-
-    # -- readiness --------------------------------------------------------------------------
+        self._client: EngineClient | None = None
+        self.draining = False
+        self.abandoned = 0  # requests cut off unanswered (the drain timed out): RequestGuard counts
 
     @property
-    def phase(self) -> Phase:
-        return self._phase
+    def engine(self) -> EngineClient:
+        if self._client is None or not self._client.alive:
+            raise NotReady(ENGINE_GONE if self._client else "the service is starting")
+        return self._client
 
-    @phase.setter
-    def phase(self, phase: Phase) -> None:
-        self._phase = phase
-        if self._peers is not None:
-            self._peers.publish(phase == "ready")
+    async def start(self) -> None:
+        self._client = await EngineClient.connect(self._address, CONNECT_S)
+        info = await self._client.info()
+        m = self.manifest
+        self.metrics.model_info.labels(m.name, m.version, info["providers"][0], m.precision).set(1)
+        self.state.front_up(self._index, True)
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._say_ready())
+        loop.create_task(self._watch_engine(self._client))
+
+    async def engine_info(self) -> dict[str, Any]:
+        return await self.engine.info()
+
+    def check_room(self) -> None:
+        """Refuse now, before the body is read, if the engine would not take one more image:
+        cheaper than reading a request only to refuse it, which keeps 429s fast under overload.
+        A draining front still takes work: requests arriving while the listener stays open run."""
+        if self.state.phase != "ready" or self._client is None or not self._client.alive:
+            raise NotReady(self.status())
+        held = self.state.held
+        if held >= self.settings.max_queue_images:
+            raise Overloaded(f"{held} images are queued, the limit; retry shortly")
 
     @property
     def ready(self) -> bool:
-        return self.phase == "ready" and (self._peers is None or self._peers.all_ready())
+        return (
+            not self.draining
+            and self.state.phase == "ready"
+            and self.state.all_fronts_up()
+            and self._client is not None
+            and self._client.alive
+        )
 
     @property
     def alive(self) -> bool:
         """False only when this instance cannot recover: it needs a restart."""
-        return self.phase != "failed"
+        return self.state.phase != "failed" and (self._client is None or self._client.alive)
 
     def status(self) -> str:
         """Why the instance is not ready (or "ready")."""
-        total = len(self.engine.sessions) * self.settings.max_batch_size
-        return {
-            "starting": "the service is starting",
-            "warming": f"warming up: {self._warmed} of {total} graph × batch-size runs",
-            "ready": "ready" if self.ready else "another worker of this instance is not ready",
-            "draining": "the service is shutting down",
-            "stopped": "the service is shutting down",
-            "failed": f"{self._reason}; this instance needs a restart",
-        }[self.phase]
+        if self.state.phase == "failed":
+            return f"{self.state.reason}; this instance needs a restart"
+        if self._client is not None and not self._client.alive:
+            return ENGINE_GONE
+        if self.draining or self.state.phase in ("draining", "stopped"):
+            return "the service is shutting down"
+        if self.state.phase in ("starting", "warming") or self._client is None:
+            done, total = self.state.warm_up
+            if not total:
+                return "warming up: measuring the graph at each batch size"
+            return f"warming up: {done} of {total} graph × batch-size runs"
+        return "ready" if self.ready else "another front of this instance is not up"
 
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.phase = "warming"
-        self._warm_thread.start()
-        m = self.manifest
-        log.info(
-            "loaded %s v%s (%s, %s) from %s; warming up: /readyz says 503 until it is done",
-            m.name, m.version, m.precision, self.engine.provider, self.settings.bundle,
-        )  # fmt: skip
+    def abandon(self) -> None:
+        """A request was cut off unanswered (the server gave up on it while draining)."""
+        self.abandoned += 1
 
     def begin_drain(self) -> None:
         """Say not-ready from now on (SIGTERM); work already accepted or still arriving runs."""
-        if self.phase != "failed":
-            self.phase = "draining"
+        self.draining = True
+        self.state.front_up(self._index, False)
 
-    def close(self) -> None:
-        """Stop warming, run what is queued (at most drain_timeout_s), then stop; `drained`
-        says whether everything accepted was answered."""
+    async def close(self) -> None:
         self.begin_drain()
-        timeout = self.settings.drain_timeout_s
-        self._stop.set()
-        self._warm_thread.join(timeout)
-        left = self.batcher.close(timeout=timeout)
-        self.drained = left == 0 and self.phase != "failed"
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        if self.phase != "failed":
-            self.phase = "stopped"
+        if self._client is not None:
+            self._client.close()
 
-    def _warm_up(self) -> None:
-        """Every graph at every batch size, then the batcher opens: no request pays for a
-        first-call allocation or a CUDA kernel choice."""
-        try:
-            if self.engine.warm_up(self.settings.max_batch_size, self._stop, self._progress):
-                self.batcher.start()
-                if self.phase == "warming":
-                    self.phase = "ready"
-                    log.info("ready: %s answers on %s", self.manifest.name, self.settings.url)
-        except Exception:
-            log.exception("warm-up failed; the service will not become ready")
-            self._fail("warm-up failed (see the log)")
+    async def _watch_engine(self, client: EngineClient) -> None:
+        """An engine gone for good (not this front closing its channel) stops this front: what
+        waited on it was answered 503 when the channel closed, and nothing can be served."""
+        await client.lost.wait()
+        if not self.draining:
+            log.error("the engine's channel closed; this front stops")
+            self.on_engine_lost()
 
-    def _progress(self, done: int, total: int) -> None:
-        """Said at each quarter: a first warm-up can take tens of seconds on a small CPU."""
-        self._warmed = done
-        if done * 4 // total > (done - 1) * 4 // total:
-            log.info("warming up: %d of %d graph × batch-size runs", done, total)
-
-    def _fail(self, reason: str) -> None:
-        self._reason, self.phase = reason, "failed"
+    async def _say_ready(self) -> None:
+        """One line when the instance can answer, with where: uvicorn's own line comes first."""
+        while not self.ready:
+            if self.draining or not self.alive:
+                return
+            await asyncio.sleep(0.1)
+        if self._index == 0:
+            log.info("ready: %s answers on %s", self.manifest.name, self.settings.url)

@@ -26,6 +26,8 @@ MiB = 1 << 20
 Providers = Literal["auto", "cuda", "cpu"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 ConvSearch = Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]  # cuDNN's, as ORT names them
+Decode = Literal["auto", "host", "device"]
+HttpParser = Literal["httptools", "h11"]
 
 
 class Settings(BaseSettings):
@@ -41,9 +43,15 @@ class Settings(BaseSettings):
     bundle: Path = Field(DEFAULT_BUNDLE, description="bundle folder (model.json + ONNX graphs)")
     host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="TCP port")
-    # Batches pay on a GPU, where 32 images cost little more than one. On a small CPU they do
-    # not (ViT-Ti on 2 cores: 24 ms per image alone, 35 ms per image in a batch of 32).
-    max_batch_size: int = Field(32, ge=1, le=1024, description="most images per ONNX Runtime call")
+    # Batches pay on a GPU, where 128 images cost little more than one; on a small CPU they
+    # barely do (ViT-Ti/16 on 2 cores: 36 images/s at batch 1, 58 at 8, 52 at 32). Unset, the
+    # engine measures its graph at warm-up and picks (service/inference/engine.py).
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="most images per ONNX Runtime call (unset: measured at warm-up and chosen)",
+    )
     # Paid only while more images are on their way (requests still decoding): a lone request on
     # an idle engine runs at once.
     max_wait_ms: float = Field(
@@ -78,15 +86,24 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="service processes sharing the port, each a full replica"
     )
-    # False: a JPEG at least twice the input is decoded at 1/2, 1/4 or 1/8 inside libjpeg-turbo,
-    # 2-3× cheaper, but the demo's top-1 then differs from the full decode's on 3.2 % of such
-    # images (docs/benchmarks.md), over the 0.5 % allowed for a default. True: decoded in full,
-    # as in training, bit for bit.
+    # False (the default): a JPEG at least twice the input is decoded at 1/2, 1/4 or 1/8 inside
+    # libjpeg-turbo, 2-5× cheaper. Each bundled model's accuracy on its own test images sent at
+    # users' sizes moves by at most 0.25 points that way (bench/fast_path_accuracy.py;
+    # docs/benchmarks.md), inside the 0.3 allowed for a default. True: decoded in full, as in
+    # training, bit for bit.
     exact_decode: bool = Field(
-        True,
+        False,
         description="decode JPEGs in full (false: at the smallest DCT scale that covers the input)",
     )
     providers: Providers = Field("auto", description="ONNX Runtime providers: auto, cuda or cpu")
+    # Where a JPEG becomes the model's pixels (service/inference/device_decode.py): on the GPU a
+    # batched hardware decode and a resize graph beside the model, where the host's cores would
+    # otherwise be the bottleneck; "device" on a CPU host runs the same pipeline on the CPU.
+    decode: Decode = Field(
+        "auto",
+        description="where images are decoded: auto (the GPU when the engine runs on CUDA and "
+        "nvImageCodec is installed, else the host), host, or device",
+    )
     # -- the CUDA provider (service/inference/engine_io.py); no effect on the CPU
     cuda_conv_algo_search: ConvSearch = Field(
         "EXHAUSTIVE", description="cuDNN convolution algorithm search, run during warm-up"
@@ -125,6 +142,9 @@ class Settings(BaseSettings):
         10, gt=0, le=600, description="a request line + headers must arrive within this"
     )
     keep_alive_s: float = Field(5, gt=0, le=600, description="idle keep-alive connections close")
+    # httptools parses in C, several times cheaper per request than h11's pure Python
+    # (docs/benchmarks.md); both carry the same guards (service/edge/connections.py).
+    http: HttpParser = Field("httptools", description="the HTTP/1.1 parser: httptools or h11")
 
     @property
     def url(self) -> str:
@@ -169,12 +189,16 @@ def describe(error: ValidationError) -> str:
     lines = []
     for where, msg in validation_problems(error.errors()):
         if where:
-            name = where.split(".")[0]
-            flag, var = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
-            lines.append(f"invalid setting {name} ({flag} / {var}): {msg}")
+            lines.append(invalid_setting(where.split(".")[0], msg))
         else:
             lines.append(f"invalid settings: {msg}")
     return "\n".join(lines)
+
+
+def invalid_setting(name: str, problem: object) -> str:
+    """The one way a setting the service cannot run with is named: its flag and variable."""
+    flag, var = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+    return f"invalid setting {name} ({flag} / {var}): {problem}"
 
 
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
@@ -191,9 +215,9 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
 
 
 def memory_budgets(settings: Settings, limit: int) -> tuple[int, int]:
-    """(decode, body) memory budgets of one worker: as set, or shares of the container's memory
-    `limit`, which every worker of the container shares."""
+    """(decode, body) memory budgets: the engine's decodes, and each front's request bodies; as
+    set, or shares of the container's memory `limit` (one engine, settings.workers fronts)."""
+    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(limit // 4, 4 << 30))
     share = limit // settings.workers
-    decode = settings.decode_memory_bytes or max(settings.max_image_bytes, min(share // 4, 4 << 30))
     body = settings.body_memory_bytes or max(settings.max_body_bytes, min(share // 8, 1 << 30))
     return decode, body

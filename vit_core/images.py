@@ -79,7 +79,7 @@ class Preprocessor:
 
     Serving also passes the decode limits: `max_bytes` refuses one image whose decode would take
     more memory (413), and `memory` makes concurrent decodes share one byte budget; and chooses
-    `scaled_decode` (VIT_EXACT_DECODE=false turns it on). Training leaves it off: see the README.
+    `scaled_decode` (on unless VIT_EXACT_DECODE=true). Training leaves it off: docs/design.md.
     """
 
     preprocess: Preprocess
@@ -101,6 +101,11 @@ class Preprocessor:
                 return Prepared(pixels, None, _in_file_pixels(box, dct_scale(image)))
             small, small_box = overview(rgb, box)  # the full-size decode is freed here
         return Prepared(pixels, small, small_box)
+
+    def price(self, data: bytes) -> None:
+        """The checks of `__call__` that read only the header (structure, pixels, decode memory):
+        what an image is refused for (400, 413) before any decoder sees it."""
+        open_image(data, self.max_pixels, self.max_bytes)
 
     def _held(self, size: int) -> AbstractContextManager[None]:
         return self.memory.hold(size, self.memory_wait_s) if self.memory else nullcontext()
@@ -148,21 +153,47 @@ def transform(
     return (x if pixels.layout == "NHWC" else np.ascontiguousarray(x.transpose(2, 0, 1))), box
 
 
-def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[Image.Image, Box]:
-    (sh, sw), resample = size, _RESAMPLE[p.interpolation]
-    w, h = image.size
+@dataclass(frozen=True)
+class ResizePlan:
+    """How a w×h image becomes the model's input: resized to width × height, then the
+    out = (H, W) window at (left, top) kept (all of it when squashed). One plan, whoever
+    resizes: Pillow here, or the engine's resize graph on a device (service/inference)."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    out: tuple[int, int]  # (H, W)
+
+    def box(self, w: int, h: int) -> Box:
+        """The part of the w×h image the model sees, in its pixels."""
+        sx, sy = self.width / w, self.height / h  # resized pixels per original pixel
+        oh, ow = self.out
+        return self.left / sx, self.top / sy, (self.left + ow) / sx, (self.top + oh) / sy
+
+
+def resize_plan(w: int, h: int, p: Preprocess, size: tuple[int, int]) -> ResizePlan:
+    """The bundle's resize for an upright w×h image and the model's (H, W) input."""
+    sh, sw = size
     if p.resize_mode == "squash":
-        return image.resize((sw, sh), resample), (0.0, 0.0, float(w), float(h))
+        return ResizePlan(sw, sh, 0, 0, size)
     if sh == sw:  # the shorter side to floor(S / crop_pct), aspect kept
         short = math.floor(sh / p.crop_pct)
         scale = short / min(w, h)
         rw, rh = (max(short, round(side * scale)) for side in (w, h))
     else:  # timm's rule for an (H, W) size: straight to the enlarged H×W
         rw, rh = math.floor(sw / p.crop_pct), math.floor(sh / p.crop_pct)
-    left, top = round((rw - sw) / 2), round((rh - sh) / 2)
-    cropped = image.resize((rw, rh), resample).crop((left, top, left + sw, top + sh))
-    sx, sy = rw / w, rh / h  # resized pixels per original pixel
-    return cropped, (left / sx, top / sy, (left + sw) / sx, (top + sh) / sy)
+    return ResizePlan(rw, rh, round((rw - sw) / 2), round((rh - sh) / 2), size)
+
+
+def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[Image.Image, Box]:
+    w, h = image.size
+    plan = resize_plan(w, h, p, size)
+    resized = image.resize((plan.width, plan.height), _RESAMPLE[p.interpolation])
+    (sh, sw), left, top = size, plan.left, plan.top
+    if (plan.width, plan.height) != (sw, sh):
+        resized = resized.crop((left, top, left + sw, top + sh))
+    return resized, plan.box(w, h)
 
 
 def normalise(pixels: np.ndarray, p: Preprocess) -> np.ndarray:

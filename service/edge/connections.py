@@ -1,5 +1,7 @@
-"""Connections that cannot be held open for free: uvicorn's HTTP/1.1 protocol (h11) with three
-bounds it lacks, and the file-descriptor limit raised to make room for them.
+"""Connections that cannot be held open for free: uvicorn's HTTP/1.1 protocol (on httptools' C
+parser, or h11's pure-Python one) with three bounds it lacks, and the file-descriptor limit raised
+to make room for them. A request the parser cannot read is answered 400 in the service's JSON,
+not the protocol's plain text.
 
 - A request head (request line + headers) must arrive within `header_timeout_s` of the connection
   opening or of the previous answer: a client that connects and sends nothing, or trickles its
@@ -21,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.edge.responses import error_response, raw_refusal, request_path
 from service.metrics import Metrics
@@ -36,25 +40,38 @@ FD_RESERVE = 64  # descriptors kept for the bundle's files, logs, pipes, thread 
 REFUSAL_WAIT_S = 1.0  # how long a connection over the cap may take to send its request line
 REFUSALS_PENDING = FD_RESERVE // 2  # connections over the cap waiting for their request line
 _LINE_BYTES = 8192  # a request line longer than this is refused without reading on
+_MALFORMED = "the request is not well-formed HTTP (the parser stopped reading it)"
 
 
 def _too_many_connections() -> ServiceError:
     return Overloaded("too many open connections; retry shortly")
 
 
-def guarded_h11(header_timeout_s: float, max_connections: int) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with the header deadline and the connection cap."""
+Protocol = type[H11Protocol] | type[HttpToolsProtocol]
+PARSERS: dict[str, Protocol] = {"httptools": HttpToolsProtocol, "h11": H11Protocol}
 
-    waiting: set[GuardedH11] = set()  # connections over the cap, waiting for their request line
 
-    class GuardedH11(H11Protocol):
+def guarded(
+    parser: str,
+    header_timeout_s: float,
+    max_connections: int,
+    draining: Callable[[], bool],
+    refused: Callable[[ServiceError], None],
+) -> Protocol:
+    """uvicorn's HTTP/1.1 protocol on `parser` ("httptools", its C parser, or "h11") with the
+    header deadline, the connection cap, JSON for malformed requests, and while `draining()` an
+    answer that closes its connection. `refused` counts what it answers itself (metrics)."""
+
+    waiting: set[Any] = set()  # connections over the cap, waiting for their request line
+
+    class Guarded(PARSERS[parser]):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._head_timer: asyncio.TimerHandle | None = None
             self._waiting_for: object = None  # the cycle in place when the timer was armed
             self._refused: bytearray | None = None  # over the cap: what came of its request line
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             if len(self.connections) < max_connections:
                 super().connection_made(transport)
                 self._arm()
@@ -81,13 +98,28 @@ def guarded_h11(header_timeout_s: float, max_connections: int) -> type[H11Protoc
             self._disarm()
             waiting.discard(self)
             if not self.transport.is_closing():
-                self.transport.write(raw_refusal(_too_many_connections(), path))
+                error = _too_many_connections()
+                refused(error)
+                self.transport.write(raw_refusal(error, path))
                 self.transport.close()
 
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.cycle is not self._waiting_for:  # a new request's head has arrived
-                self._disarm()
+        def send_400_response(self, msg: str) -> None:
+            """What the parser could not read (no route to speak for): the native JSON shape,
+            not the protocol's plain text, and the connection closed."""
+            if not self.transport.is_closing():
+                error = MalformedRequest(_MALFORMED)
+                refused(error)
+                self.transport.write(raw_refusal(error, ""))
+                self.transport.close()
+
+        def _head_arrived(self) -> None:
+            """A new request's head is in: its deadline is met."""
+            self._disarm()
+            if draining() and self.cycle is not None:
+                # uvicorn closes the connections it has when it shuts down; one accepted a
+                # moment later would be kept alive, and a busy client would hold this process
+                # for the whole drain timeout.
+                self.cycle.keep_alive = False
 
         def on_response_complete(self) -> None:
             finished = self.cycle
@@ -117,7 +149,18 @@ def guarded_h11(header_timeout_s: float, max_connections: int) -> type[H11Protoc
             if self.cycle is self._waiting_for and idle and not self.transport.is_closing():
                 self.transport.close()
 
-    return GuardedH11
+    class GuardedH11(Guarded):
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._waiting_for:
+                self._head_arrived()
+
+    class GuardedHttpTools(Guarded):
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._head_arrived()
+
+    return GuardedH11 if parser == "h11" else GuardedHttpTools
 
 
 class RequestGuard:
@@ -127,10 +170,15 @@ class RequestGuard:
     an instance busy with work is still alive and must say so."""
 
     def __init__(
-        self, app: ASGIApp, max_concurrent: int, metrics: Metrics, exempt: frozenset[str]
+        self,
+        app: ASGIApp,
+        max_concurrent: int,
+        metrics: Metrics,
+        exempt: frozenset[str],
+        on_abandoned: Callable[[], None],
     ) -> None:
         self.app, self.max_concurrent, self.metrics = app, max_concurrent, metrics
-        self.exempt = exempt
+        self.exempt, self.on_abandoned = exempt, on_abandoned
         self.active = 0  # only the event loop's thread touches it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -154,6 +202,9 @@ class RequestGuard:
         self.active += 1
         try:
             await self.app(scope, receive, send)
+        except asyncio.CancelledError:  # the server gave up on it (a drain that timed out)
+            self.on_abandoned()
+            raise
         finally:
             self.active -= 1
 

@@ -21,11 +21,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
+from service.channel.front_side import Inputs, Job
 from service.edge.inputs import Limits, media_type, read_body, read_images
-from service.inference.pipeline import Inputs, Job
 from service.runtime import Runtime
 from service.v2.infer import Inference, parse_request
-from vit_core.errors import InvalidParameter, NotReady, RequestTimeout, Unauthorized
+from vit_core.errors import InvalidParameter, NotReady, RequestTimeout, Unauthorized, excerpt
 
 WATCH_AFTER_S = 0.05  # a client that leaves is noticed after at most this long in the queue
 T = TypeVar("T")
@@ -42,7 +42,7 @@ async def known_query_only(request: Request) -> None:
     if unknown:
         takes = ", ".join(sorted(known)) if known else "no query parameters"
         raise InvalidParameter(
-            f"unknown query parameter {unknown[0]!r}; {route.path} takes {takes}"
+            f"unknown query parameter {excerpt(unknown[0])!r}; {route.path} takes {takes}"
         )
 
 
@@ -105,7 +105,7 @@ async def _v2_job(request: Request, runtime: RuntimeDep) -> AsyncIterator[V2Job]
     async def read(take: Callable[[int], None]) -> Inference:
         body = await read_body(request, limits.max_body_bytes, take)
         return await run_in_threadpool(
-            parse_request, body, request.headers, runtime.manifest, limits
+            parse_request, body, request.headers, runtime.manifest, limits, take=take
         )
 
     async with _admitted(request, runtime) as take:
@@ -122,7 +122,7 @@ async def _admitted(request: Request, runtime: Runtime) -> AsyncIterator[Callabl
     """Every inference request's prologue: a full queue is refused before the body is read
     (under overload, most requests), and the bytes read count against the service's
     request-bytes budget until the answer is done (the `take` yielded)."""
-    runtime.pipeline.check_room()
+    runtime.check_room()
     with runtime.bodies.held_by_request() as take:
         yield take
 
@@ -130,7 +130,8 @@ async def _admitted(request: Request, runtime: Runtime) -> AsyncIterator[Callabl
 def _make_job(request: Request, runtime: Runtime, inputs: Inputs, deadline: float) -> Job:
     route = request.scope.get("route")
     endpoint = route.path if isinstance(route, APIRoute) else request.url.path
-    return Job(runtime.pipeline, inputs, deadline, partial(_disconnected, request), endpoint)
+    answered = runtime.metrics.images.labels(endpoint).inc
+    return Job(runtime.engine, inputs, deadline, partial(_disconnected, request), answered)
 
 
 def _limits(runtime: Runtime) -> Limits:

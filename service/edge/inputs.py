@@ -33,7 +33,9 @@ from vit_core.errors import (
     TooManyImages,
     UnsupportedMediaType,
     describe_validation,
+    excerpt,
 )
+from vit_core.memory import trim
 
 MEDIA_TYPES = "multipart/form-data, image/* or application/json"
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,", re.ASCII)
@@ -63,7 +65,7 @@ def media_type(request: Request) -> str:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (media in ("multipart/form-data", "application/json") or media.startswith("image/")):
         raise UnsupportedMediaType(
-            f"Content-Type {media or '(none)'} is not supported; send {MEDIA_TYPES}"
+            f"Content-Type {excerpt(media) or '(none)'} is not supported; send {MEDIA_TYPES}"
         )
     return media
 
@@ -184,6 +186,9 @@ def check_count(count: int, max_images: int) -> None:
         raise TooManyImages(f"{count} images in one request; the limit is {max_images}")
 
 
+TRIM_AFTER_BODY = 8 << 20  # bytes a request took: then the heap is trimmed once it is done
+
+
 class BodyBudget:
     """Request bytes held at once: bodies being read and their images until decoded. Taken a
     chunk at a time on the event loop (one thread: no lock) and refused (429) past capacity."""
@@ -215,3 +220,7 @@ class BodyBudget:
             yield take
         finally:
             self.give(taken)
+            if taken >= TRIM_AFTER_BODY:
+                # Its buffers (a body, what it inflated to, the parser's objects) were below
+                # glibc's mapping threshold: handed back now, not kept in the heap for good.
+                trim()

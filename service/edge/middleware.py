@@ -14,15 +14,15 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.inference.pipeline import Outcome
+from service.channel.messages import Outcome
 from service.metrics import Metrics
 
 
 def timing_headers(outcome: Outcome) -> dict[str, str]:
     """What an inference answer says about where its time went (the pipeline's own figures)."""
     return {
-        "X-Queue-Time-Ms": f"{outcome.result.queue_s * 1000:.2f}",
-        "X-Inference-Time-Ms": f"{outcome.result.inference_s * 1000:.2f}",
+        "X-Queue-Time-Ms": f"{outcome.queue_s * 1000:.2f}",
+        "X-Inference-Time-Ms": f"{outcome.inference_s * 1000:.2f}",
     }
 
 

@@ -24,10 +24,14 @@ from vit_core.errors import (
     MethodNotAllowed,
     NotFound,
     ServiceError,
+    excerpt,
 )
 
 Shape = Literal["native", "v2"]
 V2_PREFIX = "/v2"
+# Messages quote at most an excerpt of what a client sent (vit_core.errors.excerpt); this cut of
+# the whole message is the last guard: no error answer grows with the request.
+MESSAGE_CHARS = 2000
 
 
 def shape_for(path: str) -> Shape:
@@ -36,9 +40,10 @@ def shape_for(path: str) -> Shape:
 
 
 def error_body(error: ServiceError, shape: Shape) -> dict[str, Any]:
+    message = excerpt(error.public_message, MESSAGE_CHARS)  # however it was worded
     if shape == "v2":
-        return {"error": error.public_message}
-    return {"error": {"code": error.code, "message": error.public_message}}
+        return {"error": message}
+    return {"error": {"code": error.code, "message": message}}
 
 
 def error_response(error: ServiceError, path: str) -> JSONResponse:
@@ -72,10 +77,11 @@ def from_http_exception(
 ) -> ServiceError:
     """What Starlette's router raises, as one of ours: 404 and 405 are refusals like any other."""
     if status == 404:
-        return NotFound(f"no route {path}")
+        return NotFound(f"no route {excerpt(path)}")
     if status == 405:
         allow = (headers or {}).get("Allow", "")
-        return MethodNotAllowed(f"{method} is not allowed on {path}; use {allow}", allow=allow)
+        where, verb = excerpt(path), excerpt(method)
+        return MethodNotAllowed(f"{verb} is not allowed on {where}; use {allow}", allow=allow)
     return InvalidParameter(detail) if 400 <= status < 500 else InternalError(detail)
 
 

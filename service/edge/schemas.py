@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.edge.inputs import ImagesJSON
-from vit_core.bundle import Backbone
+from vit_core.bundle import AttentionKind, Backbone, EmbeddingSpec
 from vit_core.errors import STATUS, all_errors, status_of
 
 
@@ -41,8 +41,11 @@ class Embedding(BaseModel):
 
 class EmbedResponse(BaseModel):
     model: ModelRef
-    dim: int = Field(description="D")
-    normalized: bool
+    dim: int = Field(description="E, the published embedding's width (/model's embedding.dim)")
+    normalized: bool = Field(
+        description="unit L2 norm: asked for (normalize=true), or how the model publishes it "
+        "(CLIP: /model's embedding.normalized)"
+    )
     encoding: str
     results: list[Embedding] = Field(description="one per image, in request order")
 
@@ -51,17 +54,33 @@ class AttentionMap(BaseModel):
     attention: list[list[float]] = Field(
         description="rollout over the patch grid, rows top to bottom, scaled to [0, 1]"
     )
-    prediction: Prediction = Field(description="the top-1 class")
+    prediction: Prediction | None = Field(
+        description="the top-1 class; null for a model without a classification head"
+    )
 
 
 class AttentionResponse(BaseModel):
     model: ModelRef
-    grid: tuple[int, int] = Field(description="patch grid (rows, columns)")
+    grid: tuple[int, int] = Field(
+        description="patch grid (rows, columns); class, distillation and register tokens are "
+        "never on it"
+    )
+    attention: AttentionKind = Field(
+        description="what the map shows: rollout, the attention rollout read at the class "
+        "token; pooling, the attention-pooling head's weights over the patches (SigLIP, which "
+        "has no class token), averaged over heads"
+    )
     results: list[AttentionMap] = Field(description="one per image, in request order")
 
 
 class Batching(BaseModel):
-    max_batch_size: int
+    max_batch_size: int = Field(
+        description="most images per ONNX Runtime call: VIT_MAX_BATCH_SIZE, or chosen at warm-up"
+    )
+    batch_size_measured: dict[str, float] = Field(
+        description="images/s of the fast graph at each batch size measured at warm-up, when "
+        "the size was chosen rather than pinned ({} when pinned)"
+    )
     max_wait_ms: float
     max_queue_images: int
     max_images_per_request: int
@@ -71,12 +90,17 @@ class Batching(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
-    labels: list[str]
+    labels: list[str] = Field(description="class names; [] for a model without a head")
     image_size: tuple[int, int] = Field(description="input [height, width] in pixels")
     patch_size: int = Field(description="patch side on the image, or on a hybrid's feature map")
     grid: tuple[int, int] = Field(description="patch tokens: [rows, cols]")
     backbone: Backbone | None = Field(description="a hybrid's ResNet; null for a plain ViT")
-    dim: int = Field(description="embedding size D")
+    dim: int = Field(description="the encoder's width D")
+    embedding: EmbeddingSpec = Field(
+        description="what /embed returns: its name (cls, cls_dist_mean, map, "
+        "cls_projection, ...), width and whether it comes L2-normalised"
+    )
+    attention: AttentionKind = Field(description="what /attention's map shows (rollout, pooling)")
     layers: int
     heads: int
     precision: str

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.inference.engine_io import Row
 from vit_core.errors import ServiceError
 
 
@@ -60,7 +61,7 @@ class Request:
 class Entry:
     request: Request
     index: int  # position in its request
-    pixels: np.ndarray  # one row of the graph's input, e.g. (S, S, 3) uint8
+    pixels: Row  # a row of the graph's input, e.g. (S, S, 3) uint8, or an image to resize into one
 
 
 def unless_cancelled() -> contextlib.suppress:

@@ -7,12 +7,13 @@
 One worker thread takes, per graph, as many queued images as there are up to max_batch_size. A
 batch that is not full waits for more only while more are on their way (room reserved by requests
 still decoding), and at most max_wait_s from its oldest image: a lone request on an idle engine runs
-at once, and whatever queued while the engine was busy runs as soon as it is free. It writes each
-image into its row of one preallocated buffer (the engine's, pinned on CUDA: no per-batch
-allocation, no np.stack), runs one call on the first B rows,
-and hands each request its own rows, in order; a request bigger than a batch is split and put back
-together. Room is reserved before preprocessing, so max_queue_images bounds everything accepted and
-not yet running, and an overloaded service refuses before spending a cycle on decoding.
+at once, and whatever queued while the engine was busy runs as soon as it is free. It hands the
+batch's rows to the engine, which writes each into its row of one preallocated buffer (pinned on
+CUDA, or on the GPU itself when the images were decoded there: no per-batch allocation, no
+np.stack) and runs one call on the first B rows; each request gets its own answers, in order,
+and a request bigger than a batch is split and put back together. Room is reserved before
+decoding, so max_queue_images bounds everything accepted and not yet running, and an overloaded
+service refuses before spending a cycle on decoding.
 
 Every future is completed: with a result; with BatchFailed when its batch raised (the worker
 carries on); with WorkerDied when the worker itself died (the batcher is then dead for good and
@@ -33,12 +34,15 @@ from typing import Literal
 import numpy as np
 
 from service.inference.batch_request import BatchResult, Entry, Request
+from service.inference.engine_io import Row
 from service.metrics import Metrics
 from vit_core.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[str, np.ndarray], Mapping[str, np.ndarray]]  # (graph, (B, *row)) → (B, ...)
+# (graph, the batch's B rows) → every output, (B, ...): the engine writes the rows into its batch
+# buffer and runs the graph on them where they lie (Engine.run_rows)
+RunFn = Callable[[str, Sequence[Row]], Mapping[str, np.ndarray]]
 State = Literal["new", "running", "closing", "closed", "dead"]
 
 
@@ -52,15 +56,12 @@ class Batcher:
         max_wait_s: float,
         max_queue_images: int,
         metrics: Metrics,
-        buffer: np.ndarray,
         on_death: Callable[[], None] | None = None,
+        on_held: Callable[[int], None] | None = None,
     ) -> None:
-        """buffer: (max_batch_size, *row), each batch's rows are written into it."""
-        if len(buffer) < max_batch_size:
-            raise ValueError(f"a buffer of {len(buffer)} rows for batches of {max_batch_size}")
         self._run = run
-        self._buffer = buffer
         self._on_death = on_death  # told once, when the worker dies
+        self._on_held = on_held  # told every change of the images held (the fronts read it)
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
         self.max_queue_images = max_queue_images
         self._metrics = metrics
@@ -116,15 +117,15 @@ class Batcher:
                     f"{self._held} images are queued and {n} more would pass the limit of "
                     f"{self.max_queue_images}; retry shortly"
                 )
-            self._held += n
+            self._hold(n)
         return Reservation(self, n)
 
-    def _submit(self, graph: str, images: Sequence[np.ndarray]) -> Future[BatchResult]:
+    def _submit(self, graph: str, images: Sequence[Row]) -> Future[BatchResult]:
         future: Future[BatchResult] = Future()
         request = Request(graph, len(images), future)
         with self._cond:
             if self._state not in ("running", "closing"):
-                self._held -= request.n
+                self._hold(-request.n)
                 raise NotReady(_UNAVAILABLE[self._state])
             queue = self._queues[graph]
             queue.extend(Entry(request, i, px) for i, px in enumerate(images))
@@ -135,8 +136,14 @@ class Batcher:
 
     def _release(self, n: int) -> None:
         with self._cond:
-            self._held -= n
+            self._hold(-n)
             self._cond.notify_all()
+
+    def _hold(self, images: int) -> None:
+        """Images held (reserved or queued) change by `images` (lock held)."""
+        self._held += images
+        if self._on_held is not None:
+            self._on_held(self._held)
 
     def _forget(self, request: Request) -> None:
         """A finished request's images still queued (cancelled, or failed in an earlier part)."""
@@ -145,7 +152,7 @@ class Batcher:
                 return
             queue = self._queues[request.graph]
             kept = deque(e for e in queue if e.request is not request)
-            self._held -= len(queue) - len(kept)
+            self._hold(len(kept) - len(queue))
             request.queued = 0
             self._queues[request.graph] = kept
             self._metrics.queue_depth.labels(request.graph).set(len(kept))
@@ -223,7 +230,7 @@ class Batcher:
         batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
         for entry in batch:
             entry.request.queued -= 1
-        self._held -= len(batch)
+        self._hold(-len(batch))
         self._running = batch
         self._metrics.queue_depth.labels(graph).set(len(queue))
         return batch
@@ -243,10 +250,7 @@ class Batcher:
         for e in live:
             wait.observe(started - e.request.submitted)
         try:
-            batch = self._buffer[: len(live)]  # (B, *row): a view, no allocation
-            for row, e in zip(batch, live, strict=True):
-                row[...] = e.pixels
-            outputs = self._run(graph, batch)
+            outputs = self._run(graph, [e.pixels for e in live])
             for name, out in outputs.items():
                 if out.shape[0] != len(live):
                     raise ValueError(f"output {name} has {out.shape[0]} rows for {len(live)}")
@@ -284,7 +288,7 @@ class Batcher:
             for entry in queue:
                 requests[entry.request] = None
                 entry.request.queued = 0
-            self._held -= len(queue)
+            self._hold(-len(queue))
             queue.clear()
             self._metrics.queue_depth.labels(graph).set(0)
         return list(requests)
@@ -304,19 +308,19 @@ class Reservation:
     the room back if the images never arrive (a bad image, a timeout)."""
 
     def __init__(self, batcher: Batcher, n: int) -> None:
-        self._batcher, self.n, self._held = batcher, n, True
+        self._batcher, self.n, self._open = batcher, n, True
 
-    def submit(self, graph: str, images: Sequence[np.ndarray]) -> Future[BatchResult]:
-        if not self._held:
+    def submit(self, graph: str, images: Sequence[Row]) -> Future[BatchResult]:
+        if not self._open:
             raise RuntimeError("this reservation was already used or released")
         if len(images) != self.n:
             raise ValueError(f"reserved {self.n} images, submitted {len(images)}")
-        self._held = False
+        self._open = False
         return self._batcher._submit(graph, images)
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
+        if self._open:
+            self._open = False
             self._batcher._release(self.n)
 
     def __enter__(self) -> Reservation:

@@ -12,9 +12,10 @@ it and `run` binds its first B rows where they lie.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,25 @@ import numpy as np
 import onnxruntime as ort
 
 from service.inference import gpu
-from service.inference.engine_io import BoundRunner, CudaOptions, GraphReplayRunner, HostBuffer
-from vit_core.bundle import INPUT, OUTPUTS, BundleError, BundleManifest, Role
+from service.inference.engine_io import (
+    BatchBuffer,
+    BoundRunner,
+    CudaOptions,
+    GraphReplayRunner,
+    HostBuffer,
+    Row,
+)
+from vit_core.bundle import FAST, INPUT, OUTPUTS, BundleError, BundleManifest, Role
 
 log = logging.getLogger(__name__)
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+# The largest batch the engine may choose when none is pinned: a GPU keeps gaining to 128–256
+# (ViT-B/16 fp16 on an A100 peaks at 256), a CPU peaks at a few to a few tens.
+AUTO_LIMIT = {CUDA: 256, CPU: 64}
+MEASURE_S = 0.3  # per candidate batch size: runs until then (two at least, MEASURE_RUNS at most)
+MEASURE_RUNS = 20
+DROP = 0.8  # two sizes in a row serving under this fraction of the best end the measuring
 _NP_DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
     "float16": np.dtype(np.float16),
@@ -56,9 +70,12 @@ class Engine:
         manifest: BundleManifest,
         providers: str = "auto",
         *,
-        max_batch_size: int = 32,
+        max_batch_size: int | None = None,
         cuda: CudaOptions | None = None,
+        device_rows: bool = False,
     ) -> None:
+        """device_rows: images are decoded on the GPU (device_decode.py): on CUDA the batch
+        buffer is then device memory, which they are resized into."""
         self.manifest = manifest
         cuda = cuda or CudaOptions()
         self.sessions: dict[str, ort.InferenceSession] = {}
@@ -97,7 +114,20 @@ class Engine:
         on_cuda = self.provider == CUDA
         self.input_dtype = _NP_DTYPES[manifest.pixels.dtype]  # every graph takes the same pixels
         row = tuple(manifest.pixels.shape(manifest.image_hw))
-        self.buffer = HostBuffer(max_batch_size, row, self.input_dtype, on_cuda)
+        # Rows for the largest batch the engine may run: a pinned size, or the largest it may
+        # choose from when it measures its graphs (batch_sizes.py).
+        rows = max_batch_size or AUTO_LIMIT[self.provider]
+        self.buffer: BatchBuffer = HostBuffer(rows, row, self.input_dtype, on_cuda)
+        if on_cuda and device_rows:
+            if cuda.cuda_graphs:  # a replay reads its own input, filled from host rows
+                raise EngineError(
+                    "VIT_CUDA_GRAPHS=true replays host rows; with VIT_DECODE=device the rows "
+                    "are on the GPU already: turn one of them off",
+                    "cuda_graphs",
+                )
+            from service.inference.device_decode import DeviceBuffer
+
+            self.buffer = DeviceBuffer(rows, row, self.input_dtype)
         # Only what the service reads is fetched: an output nobody serves is never copied out.
         self._outputs: dict[str, list[str]] = {r: list(OUTPUTS[r]) for r in manifest.graphs}
         self._runners: dict[str, Runner] = {}
@@ -115,17 +145,83 @@ class Engine:
         return list(next(iter(self.sessions.values())).get_providers())
 
     @property
+    def capacity(self) -> int:
+        """The most rows a batch may have: the batch buffer's."""
+        return self.buffer.shape[0]
+
+    @property
     def batch_buffer(self) -> np.ndarray:
-        """(max_batch_size, *row) as the graphs take it, e.g. (B, H, W, 3) uint8: the batcher
-        writes each image into its row and runs the first B rows."""
-        return self.buffer.array
+        """(capacity, *row) as the graphs take it, e.g. (B, H, W, 3) uint8, in host memory: the
+        buffer itself, or (when it is on the GPU) zeros of its shape for warming up."""
+        if isinstance(self.buffer, HostBuffer):
+            return self.buffer.array
+        return np.zeros(self.buffer.shape, self.buffer.dtype)
+
+    def run_rows(self, graph: str, rows: Sequence[Row]) -> Outputs:
+        """A batch: each row written into its row of the batch buffer (a copy of a host row, or
+        a device row resized into place), then the graph run on the first len(rows) rows where
+        they lie → every output the service reads, as float32 arrays (B, ...)."""
+        if len(rows) > self.buffer.shape[0]:
+            raise ValueError(f"a batch of {len(rows)} for a buffer of {self.buffer.shape[0]} rows")
+        for index, row in enumerate(rows):
+            if isinstance(row, np.ndarray):
+                self.buffer.put(index, row)
+            else:
+                row.write(self.buffer, index)
+        if isinstance(self.buffer, HostBuffer):
+            return self.run(graph, self.buffer.array[: len(rows)])
+        runner = self._runners[graph]
+        assert isinstance(runner, BoundRunner), "CUDA graphs replay host rows only"
+        shape = [len(rows), *self.buffer.shape[1:]]
+        values = runner.run_at(self.buffer.device, self.buffer.address(0), self.buffer.dtype, shape)
+        return self._as_outputs(graph, values)
 
     def run(self, graph: str, pixels: np.ndarray) -> Outputs:
         """pixels (B, *row) as the graphs take them, best the first B rows of `batch_buffer` →
         every output the service reads, as float32 arrays (B, ...)."""
         x = np.ascontiguousarray(pixels, self.input_dtype)  # the buffer's rows: as they are
-        values, names = self._runners[graph](x), self._outputs[graph]
+        return self._as_outputs(graph, self._runners[graph](x))
+
+    def _as_outputs(self, graph: str, values: list[np.ndarray]) -> Outputs:
+        names = self._outputs[graph]
         return {n: np.asarray(v, np.float32) for n, v in zip(names, values, strict=True)}
+
+    def measure(
+        self, candidates: list[int], stop: threading.Event, seconds: float = MEASURE_S
+    ) -> dict[int, float]:
+        """Images per second of the fast graph at each candidate batch size, smallest first, from
+        its fastest run (timeit's rule: the slower runs are the machine's other work, not the
+        graph's). It stops after two sizes in a row serve clearly less than the best so far (a
+        larger one would only cost memory); the arena they grew is given back at the end."""
+        x = self.batch_buffer
+        x[...] = 0
+        measured: dict[int, float] = {}
+        for size in candidates:
+            if stop.is_set() or size > len(x):
+                break
+            self.run(FAST, x[:size])  # the first run pays for allocations and kernel choices
+            fastest, deadline = math.inf, time.perf_counter() + seconds
+            for _ in range(MEASURE_RUNS):
+                started = time.perf_counter()
+                self.run(FAST, x[:size])
+                fastest = min(fastest, time.perf_counter() - started)
+                if started > deadline:
+                    break
+            measured[size] = size / fastest
+            best = max(measured.values())
+            if len(measured) > 2 and all(measured[s] < DROP * best for s in list(measured)[-2:]):
+                break
+        self._release_arena()
+        return measured
+
+    def _release_arena(self) -> None:
+        """One small run that shrinks ONNX Runtime's arenas to what is in use: the largest sizes
+        measured need not stay resident if they are not chosen."""
+        options = ort.RunOptions()
+        device = "gpu:0" if self.provider == CUDA else "cpu:0"
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", device)
+        session = self.sessions[FAST]
+        session.run(list(self._outputs[FAST]), {INPUT: self.batch_buffer[:1]}, options)
 
     def warm_up(
         self,
@@ -157,6 +253,19 @@ class Engine:
             time.perf_counter() - started,
         )
         return True
+
+
+def batch_candidates(limit: int) -> list[int]:
+    """1, 2, 4, … up to `limit` (and `limit` itself): the sizes worth measuring."""
+    sizes = [1 << i for i in range(limit.bit_length()) if 1 << i <= limit]
+    return sizes if sizes[-1] == limit else [*sizes, limit]
+
+
+def choose_batch_size(measured: dict[int, float], within: float = 0.95) -> int:
+    """The smallest measured size that serves within `within` of the best images/s: a larger
+    batch that gains almost nothing still makes every image in it wait for the whole batch."""
+    best = max(measured.values())
+    return min(size for size, rate in measured.items() if rate >= within * best)
 
 
 def _session(path: Path, providers: list[Any]) -> ort.InferenceSession:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -59,12 +59,42 @@ class CudaOptions:
         }
 
 
+class DeviceRow(Protocol):
+    """An image the decode stage left where it was decoded (service/inference/device_decode.py):
+    it is resized into its row of the batch buffer when its batch forms."""
+
+    def write(self, buffer: BatchBuffer, index: int) -> None: ...
+
+
+Row = np.ndarray | DeviceRow  # a row as the graphs take it (host), or an image still to resize
+
+
+class BatchBuffer(Protocol):
+    """Where a batch's rows are written and the graphs read them: host memory (pinned on CUDA)
+    or, when images are decoded on the GPU, the GPU's own."""
+
+    device: str  # "cpu" or "cuda"
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]  # (rows, *row)
+
+    def address(self, index: int) -> int:
+        """Where row `index` starts."""
+        ...
+
+    def put(self, index: int, row: np.ndarray) -> None:
+        """A host row into row `index`."""
+        ...
+
+
 class HostBuffer:
     """(rows, *row_shape) of `dtype`, allocated once by ONNX Runtime; `array` is a numpy view of
     the same memory (no copy), into which each image is written in its row."""
 
+    device = "cpu"  # pinned or not, the graphs read it from host memory
+
     def __init__(self, rows: int, row_shape: tuple[int, ...], dtype: np.dtype[Any], cuda: bool):
         shape = (rows, *row_shape)
+        self.dtype, self.shape = np.dtype(dtype), shape
         # Kept: the numpy view does not own the memory, this OrtValue does.
         self._value = _pinned(shape, dtype) if cuda else None
         if cuda and self._value is None:
@@ -74,6 +104,12 @@ class HostBuffer:
             self._value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype)
         self.array: np.ndarray = self._value.numpy()
         assert self.array.ctypes.data == self._value.data_ptr(), "the buffer must not be a copy"
+
+    def address(self, index: int) -> int:
+        return int(self.array[index].ctypes.data)
+
+    def put(self, index: int, row: np.ndarray) -> None:
+        self.array[index] = row
 
 
 def _pinned(shape: tuple[int, ...], dtype: np.dtype[Any]) -> ort.OrtValue | None:
@@ -101,8 +137,15 @@ class BoundRunner:
         self._session, self._names, self._device = session, names, device
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.run_at("cpu", x.ctypes.data, x.dtype, list(x.shape))
+
+    def run_at(
+        self, device: str, address: int, dtype: np.dtype[Any], shape: list[int]
+    ) -> list[np.ndarray]:
+        """The input bound where it lies in `device`'s memory: a host array, or rows the GPU
+        wrote (device_decode.py)."""
         binding = self._session.io_binding()
-        binding.bind_input(INPUT, "cpu", 0, x.dtype, list(x.shape), x.ctypes.data)
+        binding.bind_input(INPUT, device, 0, dtype, shape, address)
         for name in self._names:
             binding.bind_output(name, self._device)
         self._session.run_with_iobinding(binding)

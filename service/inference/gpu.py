@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from importlib.util import find_spec
 from pathlib import Path
 
 PROC_VERSION = Path("/proc/driver/nvidia/version")
@@ -91,6 +92,18 @@ def no_cuda_reason(cuda_version: str | None, driver: str | None) -> str:
         f"NVIDIA driver {driver} is loaded, but ONNX Runtime could not use a GPU or load the "
         "CUDA/cuDNN libraries (its own error above says which)"
     )
+
+
+def device_decoding_missing() -> str:
+    """What device decoding (service/inference/device_decode.py) lacks here, in one line; ""
+    when nvImageCodec and onnx are both installed (the gpu extra's)."""
+    try:
+        missing = [name for name in ("nvidia.nvimgcodec", "onnx") if find_spec(name) is None]
+    except ModuleNotFoundError:  # no "nvidia" namespace at all
+        missing = ["nvidia.nvimgcodec"]
+    if not missing:
+        return ""
+    return f"{' and '.join(missing)} not installed (the gpu extra installs them)"
 
 
 def why_no_cuda() -> str:

@@ -1,13 +1,13 @@
-"""The path every inference request takes once its body is read:
+"""The path every inference request takes in the engine, once a front has passed it on:
 
     reserve room in the queue → decode + preprocess in the thread pool → batcher → rows back
 
 Inputs are encoded images, or (the Open Inference Protocol's `pixels` tensor) images already
 preprocessed by the client, which skip the decoding but take the same queue, batches and limits.
 
-all under the request's deadline and raced against the client going away. Either way out
-(timeout, disconnect) cancels the work: its images leave the queue before they run, and its room
-is given back.
+All under the request's deadline and raced against the client going away (the front's CANCEL).
+Either way out (timeout, disconnect) cancels the work: its images leave the queue before they
+run, and its room is given back.
 """
 
 from __future__ import annotations
@@ -17,46 +17,22 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from service.inference.batch_request import BatchResult
+from service.channel.messages import Outcome, Picture
 from service.inference.batcher import Batcher
+from service.inference.engine_io import Row
 from service.metrics import Metrics
 from vit_core.errors import ClientDisconnected, RequestTimeout, ServiceError
-from vit_core.geometry import hw
-from vit_core.images import Prepared, Preprocessor
+from vit_core.images import Preprocessor
 
+if TYPE_CHECKING:
+    from service.inference.device_decode import DeviceDecoder
+
+T = TypeVar("T")
 Inputs = list[bytes] | np.ndarray  # encoded images, or pixels (n, *row) as the graph takes them
-
-
-@dataclass(frozen=True)
-class Outcome:
-    prepared: list[Prepared]  # per image, in request order
-    result: BatchResult  # the rows, and how long its images queued and ran
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request's inputs, read by the HTTP edge, on their way through the pipeline."""
-
-    pipeline: Pipeline
-    inputs: Inputs
-    deadline: float  # event-loop time by which the answer must be on its way
-    disconnected: Callable[[], Awaitable[Any]]  # a fresh wait that completes if the client goes
-    endpoint: str  # labels its images in vit_images_total
-
-    async def run(self, graph: str, keep_images: bool = False) -> Outcome:
-        outcome = await self.pipeline.run(
-            graph,
-            self.inputs,
-            deadline=self.deadline,
-            disconnected=self.disconnected(),
-            keep_images=keep_images,
-        )
-        self.pipeline.count_answered(self.endpoint, len(self.inputs))
-        return outcome
 
 
 class Pipeline:
@@ -66,14 +42,14 @@ class Pipeline:
         batcher: Batcher,
         executor: Executor,
         metrics: Metrics,
+        decoder: DeviceDecoder | None = None,
     ) -> None:
+        """decoder: the device decode stage (VIT_DECODE=device), else the host transform."""
         self._preprocessor = preprocessor
         self._batcher = batcher
         self._executor = executor
         self._metrics = metrics
-
-    def count_answered(self, endpoint: str, images: int) -> None:
-        self._metrics.images.labels(endpoint).inc(images)
+        self._decoder = decoder
 
     def check_room(self) -> None:
         """Overloaded / NotReady now, before the request's body is read, if nothing would fit."""
@@ -113,19 +89,21 @@ class Pipeline:
         with self._batcher.reserve(n) as reservation:  # Overloaded / NotReady, before any work
             self._metrics.inflight_images.inc(n)
             try:
-                prepared = await self._prepare_all(images, keep_images)
-                future = reservation.submit(graph, [p.pixels for p in prepared])
+                ready = await self._prepare_all(images, keep_images)
+                future = reservation.submit(graph, [image.row for image in ready])
                 result = await asyncio.wrap_future(future)  # cancelling this cancels the future
             finally:
                 self._metrics.inflight_images.dec(n)
-        return Outcome(prepared, result)
+        pictures = [image.picture for image in ready if image.picture is not None]
+        return Outcome(result.outputs, result.queue_s, result.inference_s, pictures)
 
-    async def _prepare_all(self, images: Inputs, keep_images: bool) -> list[Prepared]:
-        if isinstance(images, np.ndarray):  # already pixels: the model sees all of each
-            h, w = hw(self._preprocessor.image_size)
-            return [Prepared(pixels, None, (0.0, 0.0, float(w), float(h))) for pixels in images]
+    async def _prepare_all(self, images: Inputs, keep_images: bool) -> list[Ready]:
+        if isinstance(images, np.ndarray):  # already pixels: the rows as they are
+            return [Ready(pixels, None) for pixels in images]
         loop = asyncio.get_running_loop()
         n = len(images)
+        if self._decoder is not None and not keep_images:  # a heat-map's picture: the host's
+            return await loop.run_in_executor(self._executor, self._prepare_on_device, images)
         return await asyncio.gather(
             *(
                 loop.run_in_executor(self._executor, self._prepare, data, keep_images, i, n)
@@ -133,13 +111,45 @@ class Pipeline:
             )
         )
 
-    def _prepare(self, data: bytes, keep_image: bool, index: int, count: int) -> Prepared:
+    def _prepare_on_device(self, images: list[bytes]) -> list[Ready]:
+        """Every image priced from its header first (the same refusals as the host path), then
+        the request's JPEGs decoded in one call where the model runs; what the decoder does not
+        take goes through the host transform."""
+        assert self._decoder is not None
+        started, n = time.perf_counter(), len(images)
+        for index, data in enumerate(images):
+            _for_image(self._preprocessor.price, data, index, n)
+        rows = self._decoder.decode(images)
+        ready = [
+            Ready(row, None) if row is not None else self._prepare(data, False, index, n)
+            for index, (data, row) in enumerate(zip(images, rows, strict=True))
+        ]
+        self._metrics.preprocess_duration.observe((time.perf_counter() - started) / n)
+        return ready
+
+    def _prepare(self, data: bytes, keep_image: bool, index: int, count: int) -> Ready:
         started = time.perf_counter()
         try:
-            return self._preprocessor(data, keep_image)
-        except ServiceError as e:
-            if count == 1:
-                raise
-            raise type(e)(f"image {index}: {e.message}") from e  # which one of several was bad
+            p = _for_image(self._preprocessor, data, index, count, keep_image)
         finally:
             self._metrics.preprocess_duration.observe(time.perf_counter() - started)
+        return Ready(p.pixels, Picture(p.image, p.box) if p.image is not None else None)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """One image ready for a batch: its row, and the picture a heat-map is drawn over when the
+    request asked to keep it."""
+
+    row: Row
+    picture: Picture | None
+
+
+def _for_image(step: Callable[..., T], data: bytes, index: int, count: int, *args: Any) -> T:
+    """step(data, *args); its refusal names the image when the request has several."""
+    try:
+        return step(data, *args)
+    except ServiceError as e:
+        if count == 1:
+            raise
+        raise type(e)(f"image {index}: {e.message}") from e

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.edge.deps import JobDep, RuntimeDep
@@ -29,9 +29,21 @@ from service.edge.schemas import (
 from service.inference.outputs import encode_base64, l2_normalize, softmax, top_k
 from vit_core.attention import overlay_png, rollout_grid
 from vit_core.bundle import EMBEDDING, EXPLAIN, FAST, LOGITS, ROLLOUT, BundleManifest
-from vit_core.errors import AttentionUnavailable, InvalidParameter
+from vit_core.errors import AttentionUnavailable, ClassificationUnavailable, InvalidParameter
 
 router = APIRouter()
+
+
+async def _classifies(runtime: RuntimeDep) -> None:
+    if not runtime.manifest.has_head:
+        raise ClassificationUnavailable(
+            "this model has no classification head; POST /embed gives its embedding"
+        )
+
+
+async def _explains(runtime: RuntimeDep) -> None:
+    if EXPLAIN not in runtime.manifest.graphs:
+        raise AttentionUnavailable("this bundle has no explain graph (explain.onnx)")
 
 
 def _ref(manifest: BundleManifest) -> ModelRef:
@@ -49,8 +61,9 @@ def _predictions(logits: np.ndarray, k: int, labels: list[str]) -> list[list[Pre
 
 @router.post(
     "/classify",
+    dependencies=[Depends(_classifies)],  # before the body is read
     openapi_extra=IMAGE_BODY,
-    responses=INFERENCE_ERRORS,
+    responses={**INFERENCE_ERRORS, **error_responses(501)},
     summary="Top-k classes per image",
 )
 async def classify(
@@ -62,7 +75,7 @@ async def classify(
     manifest = runtime.manifest
     outcome = await job.run(FAST)
     response.headers.update(timing_headers(outcome))
-    predictions = _predictions(outcome.result.outputs[LOGITS], top, manifest.labels)
+    predictions = _predictions(outcome.outputs[LOGITS], top, manifest.labels)
     results = [Classification(predictions=p) for p in predictions]
     return ClassifyResponse(model=_ref(manifest), results=results)
 
@@ -71,7 +84,7 @@ async def classify(
     "/embed",
     openapi_extra=IMAGE_BODY,
     responses=INFERENCE_ERRORS,
-    summary="The [CLS] embedding per image",
+    summary="The model's published embedding per image (/model's embedding says which)",
 )
 async def embed(
     job: JobDep,
@@ -84,7 +97,7 @@ async def embed(
 ) -> EmbedResponse:
     outcome = await job.run(FAST)
     response.headers.update(timing_headers(outcome))
-    vectors = outcome.result.outputs[EMBEDDING]  # (B, D)
+    vectors = outcome.outputs[EMBEDDING]  # (B, D)
     if normalize:
         vectors = l2_normalize(vectors)
     results = [
@@ -92,14 +105,16 @@ async def embed(
         for i, v in enumerate(vectors)
     ]
     manifest = runtime.manifest
+    published = manifest.embedding  # its width, and whether the graph normalised it (CLIP)
     return EmbedResponse(
-        model=_ref(manifest), dim=manifest.dim, normalized=normalize, encoding=encoding,
-        results=results,
+        model=_ref(manifest), dim=published.dim, normalized=normalize or published.normalized,
+        encoding=encoding, results=results,
     )  # fmt: skip
 
 
 @router.post(
     "/attention",
+    dependencies=[Depends(_explains)],  # before the body is read
     response_model=AttentionResponse,
     openapi_extra=IMAGE_BODY,
     summary="Attention rollout per image, as a grid or a heat-map PNG",
@@ -119,30 +134,31 @@ async def attention(
     format: Annotated[Literal["json", "png"], Query(description="png: one image")] = "json",
 ) -> AttentionResponse | Response:
     manifest = runtime.manifest
-    if EXPLAIN not in manifest.graphs:
-        raise AttentionUnavailable("this bundle has no explain graph (explain.onnx)")
     if format == "png" and len(job.inputs) != 1:
         raise InvalidParameter("format=png answers one image per request")
     outcome = await job.run(EXPLAIN, keep_images=format == "png")
     timings = timing_headers(outcome)
-    outputs = outcome.result.outputs
+    outputs = outcome.outputs
     maps = [rollout_grid(r, manifest.grid) for r in outputs[ROLLOUT]]  # each (rows, cols)
     if format == "png":
-        p = outcome.prepared[0]
-        assert p.image is not None
+        p = outcome.pictures[0]
         png = await run_in_threadpool(overlay_png, p.image, p.box, maps[0])  # off the event loop
         return Response(png, media_type="image/png", headers=timings)
     response.headers.update(timings)
-    best = [row[0] for row in _predictions(outputs[LOGITS], 1, manifest.labels)]
+    best: list[Prediction | None] = [None] * len(maps)  # a model without a head predicts nothing
+    if manifest.has_head:
+        best = [row[0] for row in _predictions(outputs[LOGITS], 1, manifest.labels)]
     results = [
         AttentionMap(attention=m.tolist(), prediction=b) for m, b in zip(maps, best, strict=True)
     ]
-    return AttentionResponse(model=_ref(manifest), grid=manifest.grid, results=results)
+    return AttentionResponse(
+        model=_ref(manifest), grid=manifest.grid, attention=manifest.attention, results=results
+    )
 
 
 @router.get("/model", responses=error_responses(401), summary="The model being served and how")
 async def model(runtime: RuntimeDep) -> ModelInfo:
-    m, s = runtime.manifest, runtime.settings
+    m, s, engine = runtime.manifest, runtime.settings, await runtime.engine_info()
     return ModelInfo(
         name=m.name,
         version=m.version,
@@ -152,14 +168,17 @@ async def model(runtime: RuntimeDep) -> ModelInfo:
         grid=m.grid,
         backbone=m.backbone,
         dim=m.dim,
+        embedding=m.embedding,
+        attention=m.attention,
         layers=m.depth,
         heads=m.heads,
         precision=m.precision,
         graphs=list(m.graphs),
-        providers=runtime.engine.providers,
+        providers=engine["providers"],
         preprocess=m.preprocess.model_dump(),
         batching=Batching(
-            max_batch_size=s.max_batch_size,
+            max_batch_size=engine["max_batch_size"],
+            batch_size_measured=engine["batch_size_measured"],
             max_wait_ms=s.max_wait_ms,
             max_queue_images=s.max_queue_images,
             max_images_per_request=s.max_images_per_request,

@@ -35,7 +35,7 @@ from service.v2.schemas import (
     model_metadata,
 )
 from vit_core.bundle import FAST, BundleManifest
-from vit_core.errors import NotFound, NotReady
+from vit_core.errors import NotFound, NotReady, excerpt
 
 probes_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
@@ -69,7 +69,7 @@ async def _model(
 ) -> BundleManifest:
     m = runtime.manifest
     if name != m.name:
-        raise NotFound(f"no model {name!r}; this server serves {m.name!r}")
+        raise NotFound(f"no model {excerpt(name)!r}; this server serves {m.name!r}")
     return m
 
 
@@ -79,7 +79,8 @@ async def _version(
 ) -> BundleManifest:
     if version != manifest.version:
         raise NotFound(
-            f"model {manifest.name!r} has no version {version!r}; it has {manifest.version!r}"
+            f"model {manifest.name!r} has no version {excerpt(version)!r}; "
+            f"it has {manifest.version!r}"
         )
     return manifest
 
@@ -173,6 +174,6 @@ async def version_infer(manifest: VersionDep, v2_job: V2JobDep) -> Response:
 
 async def _infer(v2_job: V2Job, manifest: BundleManifest) -> Response:
     outcome = await v2_job.job.run(FAST)
-    response = encode_response(v2_job.inference, manifest, outcome.result.outputs)
+    response = encode_response(v2_job.inference, manifest, outcome.outputs)
     response.headers.update(timing_headers(outcome))
     return response

@@ -16,6 +16,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from net import free_port, sample, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.inference.engine import Engine
 from vit_core.bundle import load_bundle
@@ -42,6 +43,17 @@ class Server:
         answer = httpx.post(f"{self.url}{path}", files=files, timeout=120)
         assert answer.status_code == 200, answer.text
         return answer.json()
+
+
+def instance_pids(url: str) -> dict[str, int]:
+    """The instance's processes by name ("supervisor", "engine", "front-0", …), from /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        s.labels["process"]: int(s.labels["pid"])
+        for family in text_string_to_metric_families(text)
+        if family.name == "vit_process_resident_memory_bytes"
+        for s in family.samples
+    }
 
 
 def ready(url: str) -> bool:

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from hosted import local_app
 from live import sample, serve_in_thread
 from PIL import Image
 
-from service.app import create_app
 from service.inference.engine import Engine
-from service.metrics import Metrics
-from service.runtime import Runtime
 from service.settings import Settings
 from vit_core.bundle import load_bundle
 
@@ -89,7 +87,7 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_service_carries_on(
     engine = Faulty(tiny_bundle, RuntimeError("CUDA error at /secret/kernel.cu:42"))
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     fine = [png(Image.new("RGB", (40, 40), (30 * i, 0, 0))) for i in range(1, 7)]
-    with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
+    with local_app(settings, engine) as app, serve_in_thread(app) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
         engine.hold = release  # warmed up: the next batch holds the engine
         answers = asyncio.run(behind_a_busy_engine(url, engine, release, [png(WHITE), *fine[:2]]))
@@ -115,7 +113,7 @@ def test_a_dead_worker_fails_the_waiting_turns_unready_and_hangs_no_one(tiny_bun
     engine = Faulty(tiny_bundle, Fatal())
     settings = Settings(bundle=tiny_bundle, max_batch_size=3, max_wait_ms=5000)
     others = [png(Image.new("RGB", (40, 40), (0, 90 * i, 0))) for i in range(1, 3)]
-    with serve_in_thread(create_app(settings, Runtime(settings, Metrics(), engine))) as url:
+    with local_app(settings, engine) as app, serve_in_thread(app) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
         engine.hold = release  # warmed up: the next batch holds the engine
         answers = asyncio.run(behind_a_busy_engine(url, engine, release, [png(WHITE), *others]))

@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hosted import local_app
 from live import Gated, ready, sample, serve_in_thread, wait_for
 
-from service.app import create_app
-from service.metrics import Metrics
-from service.runtime import Runtime
 from service.settings import Settings
 
 Release = Callable[[], int]  # opens the gate; the holding request's status
@@ -32,7 +30,7 @@ def held(bundle: Path, draw: Callable[..., bytes], **limits: Any) -> Iterator[tu
     """A ready server whose engine is held by one request in flight, until release()."""
     engine = Gated(bundle)
     config = Settings(bundle=bundle, providers="cpu", max_batch_size=4, **limits)
-    with serve_in_thread(create_app(config, Runtime(config, Metrics(), engine))) as url:
+    with local_app(config, engine) as app, serve_in_thread(app) as url:
         wait_for(lambda: ready(url), "warm-up")
         engine.gate.clear()
         with ThreadPoolExecutor(1) as pool:

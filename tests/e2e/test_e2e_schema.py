@@ -20,13 +20,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from hosted import local_app
 from hypothesis import settings
 from live import Server, ready, serve_in_thread, wait_for
 
-from service.app import create_app
 from service.inference.engine import Engine, Outputs
-from service.metrics import Metrics
-from service.runtime import Runtime
 from service.settings import Settings
 from vit_core.bundle import load_bundle
 
@@ -100,8 +98,7 @@ class Broken(Engine):
 def test_the_run_fails_on_a_server_error(tiny_bundle: Path) -> None:
     """The harness itself: a service that answers 500 does not pass."""
     settings = Settings(bundle=tiny_bundle, max_images_per_request=4)
-    app = create_app(settings, Runtime(settings, Metrics(), Broken(tiny_bundle)))
-    with serve_in_thread(app) as url:
+    with local_app(settings, Broken(tiny_bundle)) as app, serve_in_thread(app) as url:
         wait_for(lambda: ready(url), "warm-up")
         run = schemathesis_run(url)
     assert run.returncode == 1, run.stdout + run.stderr

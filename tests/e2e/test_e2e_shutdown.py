@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from hosted import engine_thread
 from live import Gated, Server, free_port, ready, wait_for
 
 from service.app import create_app
-from service.cli import DrainingServer
-from service.metrics import Metrics
+from service.front import DrainingServer
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -33,30 +33,32 @@ def test_sigterm_finishes_queued_work_then_stops(
     would call it: a thread cannot take signals)."""
     engine = Gated(tiny_bundle)
     settings = Settings(bundle=tiny_bundle, providers="cpu", max_batch_size=8, drain_delay_s=0.1)
-    runtime = Runtime(settings, Metrics(), engine)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, runtime), host="127.0.0.1", port=port, log_config=None
-    )
-    server = DrainingServer(config, runtime)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: ready(url), "warm-up", 90)
-    engine.gate.clear()
-    with ThreadPoolExecutor(3) as pool:
-        holder = pool.submit(classify, url, draw(seed=0))
-        assert engine.entered.wait(30)
-        queued = [pool.submit(classify, url, draw(seed=s)) for s in (1, 2)]
-        wait_for(lambda: depth(runtime) == 2, "2 queued images")
-        server.handle_exit(signal.SIGTERM, None)
-        assert runtime.phase == "draining" and not ready(url)
-        engine.gate.set()
-        answers = [f.result() for f in (holder, *queued)]
-    assert [a.status_code for a in answers] == [200, 200, 200]  # nothing lost
-    assert all(len(a.json()["results"][0]["predictions"]) == 4 for a in answers)
-    thread.join(30)
-    assert not thread.is_alive() and runtime.phase == "stopped"
+    with engine_thread(settings, engine) as hosted:
+        runtime = hosted.runtime(settings)
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings, runtime), host="127.0.0.1", port=port, log_config=None
+        )
+        server = DrainingServer(config, runtime)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: ready(url), "warm-up", 90)
+        engine.gate.clear()
+        with ThreadPoolExecutor(3) as pool:
+            holder = pool.submit(classify, url, draw(seed=0))
+            assert engine.entered.wait(30)
+            queued = [pool.submit(classify, url, draw(seed=s)) for s in (1, 2)]
+            wait_for(lambda: depth(runtime) == 2, "2 queued images")
+            server.handle_exit(signal.SIGTERM, None)
+            assert runtime.draining and not ready(url)
+            engine.gate.set()
+            answers = [f.result() for f in (holder, *queued)]
+        assert [a.status_code for a in answers] == [200, 200, 200]  # nothing lost
+        assert all(len(a.json()["results"][0]["predictions"]) == 4 for a in answers)
+        thread.join(30)
+        assert not thread.is_alive() and server.drained
+    assert hosted.state.phase == "stopped"  # then the engine drained too
 
 
 def depth(runtime: Runtime) -> float | None:

@@ -3,7 +3,9 @@ every scrape sums both, /readyz answers for both, and SIGTERM drains both."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,10 +32,9 @@ def model_info_pids(url: str) -> set[str]:
 
 
 def test_two_workers_answer_on_one_port_and_every_scrape_counts_both(
-    serve: Callable[..., Server], draw: Callable[..., bytes], tmp_path: Path
+    serve: Callable[..., Server], draw: Callable[..., bytes]
 ) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir="/tmp"))  # short: a socket lives there
     server = serve(workers=2, env={"TMPDIR": str(scratch)})
     assert len(model_info_pids(server.url)) == 2  # both workers' samples in one scrape
     answers = [
@@ -42,10 +43,11 @@ def test_two_workers_answer_on_one_port_and_every_scrape_counts_both(
     assert [a.status_code for a in answers] == [200] * 12
     for _ in range(4):  # whichever worker answers the scrape, the count is the instance's
         assert server.sample("vit_images_total", endpoint="/classify") == 12
-    assert len(list(scratch.glob("vit-metrics-*"))) == 1
+    assert len(list(scratch.glob("vit-instance-*/metrics"))) == 1
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(60) == 0
-    assert list(scratch.glob("vit-metrics-*")) == []  # the folder does not outlive the instance
+    assert list(scratch.glob("vit-instance-*")) == []  # the folder does not outlive the instance
+    shutil.rmtree(scratch)
 
 
 def test_sigterm_drains_every_worker(

@@ -30,7 +30,7 @@ PREPROCESS = st.builds(
 
 def check(data: bytes, preprocess: Preprocess, scaled: bool) -> str:
     """Run the property on one input; returns what happened ("decoded" or the error code).
-    scaled: JPEGs at a DCT scale (VIT_EXACT_DECODE=false), or in full (the default)."""
+    scaled: JPEGs at a DCT scale (the default), or in full (VIT_EXACT_DECODE=true)."""
     try:
         prepared = Preprocessor(preprocess, S, MAX_PIXELS, scaled_decode=scaled)(data)
     except ServiceError as e:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hosted import local_app
 
-from service.app import create_app
 from service.settings import Settings
 
 DOCS = ("/docs", "/redoc", "/openapi.json")
 
 
-def app_client(bundle: Path, **settings: object) -> TestClient:
-    return TestClient(create_app(Settings(bundle=bundle, providers="cpu", **settings)))
+@contextmanager
+def app_client(bundle: Path, **settings: object) -> Iterator[TestClient]:
+    with (
+        local_app(Settings(bundle=bundle, providers="cpu", **settings)) as app,
+        TestClient(app) as c,
+    ):
+        yield c
 
 
 def test_docs_pages_load_every_asset_from_the_service_itself(tiny_bundle: Path) -> None:

@@ -10,7 +10,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.inference.engine import CPU, CUDA, Engine, EngineError
+from service.inference.engine import (
+    CPU,
+    CUDA,
+    Engine,
+    EngineError,
+    batch_candidates,
+    choose_batch_size,
+)
 from service.inference.engine_io import CudaOptions, HostBuffer
 from vit_core.bundle import (
     EMBEDDING,
@@ -61,7 +68,7 @@ def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixe
     engine: Engine, legacy_bundle: Path
 ) -> None:
     legacy = Engine(legacy_bundle, load_bundle(legacy_bundle), "cpu")
-    assert legacy.batch_buffer.shape == (32, 3, 32, 32) and legacy.input_dtype == np.float32
+    assert legacy.batch_buffer.shape == (64, 3, 32, 32) and legacy.input_dtype == np.float32
     x = pixels(4, seed=3)
     floats = np.stack([normalise(image, legacy.manifest.preprocess) for image in x])  # (4, 3, S, S)
     np.testing.assert_allclose(
@@ -71,11 +78,22 @@ def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixe
 
 def test_the_batch_buffer_is_the_graphs_input_and_runs_where_it_lies(engine: Engine) -> None:
     buffer = engine.batch_buffer
-    assert buffer.shape == (32, 32, 32, 3) and buffer.dtype == np.uint8
+    assert buffer.shape == (64, 32, 32, 3) and buffer.dtype == np.uint8  # AUTO_LIMIT rows on a CPU
     assert not engine.buffer.pinned  # pinned memory is for the CUDA provider
     x = pixels(3, seed=4)
     buffer[:3] = x
     np.testing.assert_array_equal(engine.run(FAST, buffer[:3])[LOGITS], engine.run(FAST, x)[LOGITS])
+
+
+def test_a_batch_of_rows_is_written_into_the_buffer_and_run_from_there(engine: Engine) -> None:
+    buffer, x = engine.batch_buffer, pixels(3, seed=5)
+    buffer[3] = 7  # past the batch: left alone
+    answer = engine.run_rows(FAST, list(x))
+    np.testing.assert_array_equal(buffer[:3], x)  # the rows where the graph read them
+    assert (buffer[3] == 7).all()
+    np.testing.assert_array_equal(answer[LOGITS], engine.run(FAST, x)[LOGITS])
+    with pytest.raises(ValueError, match="a batch of 65 for a buffer of 64 rows"):
+        engine.run_rows(FAST, [x[0]] * 65)
 
 
 def test_a_cuda_buffer_without_pinned_memory_says_so_and_still_works(
@@ -147,3 +165,27 @@ def test_warm_up_stops_when_asked(tiny_bundle: Path, manifest: BundleManifest) -
     stop = threading.Event()
     stop.set()
     assert not engine.warm_up(5, stop) and engine.calls == []
+
+
+def test_batch_sizes_worth_measuring_are_powers_of_two_up_to_the_limit() -> None:
+    assert batch_candidates(1) == [1]
+    assert batch_candidates(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert batch_candidates(48) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_the_chosen_batch_size_is_the_smallest_within_reach_of_the_best() -> None:
+    cpu_vit_ti = {1: 36.0, 2: 45.0, 4: 52.0, 8: 58.0, 16: 56.0, 32: 52.0}  # issue 21's figures
+    assert choose_batch_size(cpu_vit_ti) == 8
+    gpu_like = {1: 300.0, 8: 2400.0, 32: 4000.0, 64: 4900.0, 128: 5100.0, 256: 5270.0}
+    assert choose_batch_size(gpu_like) == 128  # 5,100 is within 5 % of 5,270
+    assert choose_batch_size({1: 10.0}) == 1
+
+
+def test_measuring_runs_the_real_graph_and_gives_the_arena_back(tiny_bundle: Path) -> None:
+    engine = Engine(tiny_bundle, load_bundle(tiny_bundle), "cpu", max_batch_size=8)
+    measured = engine.measure(batch_candidates(8), threading.Event(), seconds=0.05)
+    assert list(measured)[:2] == [1, 2] and set(measured) <= {1, 2, 4, 8}
+    assert all(rate > 0 for rate in measured.values())
+    stopped = threading.Event()
+    stopped.set()
+    assert engine.measure([1, 2], stopped) == {}  # a stop (SIGTERM) ends it at once

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hosted import local_app
 from test_api import LIMITS
 
-from service.app import create_app
 from service.routes.page import STATIC
 from service.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(bundle=tiny_bundle, api_key="k3y", **LIMITS))) as c:
+    with (
+        local_app(Settings(bundle=tiny_bundle, api_key="k3y", **LIMITS)) as app,
+        TestClient(app) as c,
+    ):
         yield c
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hosted import local_app
 from test_api import wait_ready
 
-from service.app import create_app
 from service.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def client(tiny_bundle: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(bundle=tiny_bundle, providers="cpu"))) as c:
+    with local_app(Settings(bundle=tiny_bundle, providers="cpu")) as app, TestClient(app) as c:
         wait_ready(c)
         yield c
 

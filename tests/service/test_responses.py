@@ -7,7 +7,7 @@ import json
 import pytest
 
 from service.edge.responses import error_body, error_response, raw_refusal, request_path, shape_for
-from vit_core.errors import InternalError, Overloaded, ServiceError, all_errors
+from vit_core.errors import InternalError, InvalidParameter, Overloaded, ServiceError, all_errors
 
 
 @pytest.mark.parametrize(
@@ -58,3 +58,9 @@ def test_a_raw_refusal_is_the_same_answer_as_http_bytes() -> None:
 )  # fmt: skip
 def test_the_path_of_a_request_line(line: bytes, path: str) -> None:
     assert request_path(line) == path
+
+
+def test_no_error_body_grows_with_what_the_client_sent() -> None:
+    huge = InvalidParameter("x" * 5_000_000)
+    for path in ("/classify", "/v2/models/m/infer"):
+        assert len(error_response(huge, path).body) < 2_200

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hosted import local_app
 from PIL import Image
 
-from service.app import create_app
 from service.settings import Settings
 from vit_core.bundle import Preprocess
 from vit_core.errors import ImageTooLarge
@@ -200,7 +200,7 @@ def test_the_setting_reaches_the_decoder_and_the_heat_map_keeps_the_files_shape(
         settings = Settings(
             bundle=tiny_bundle, providers="cpu", max_batch_size=1, exact_decode=exact
         )
-        with TestClient(create_app(settings)) as c:
+        with local_app(settings) as app, TestClient(app) as c:
             deadline = time.monotonic() + 60
             while c.get("/readyz").status_code != 200:  # warming up
                 assert time.monotonic() < deadline, "the app never became ready"

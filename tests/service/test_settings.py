@@ -66,16 +66,17 @@ def test_misspelt_variables_are_found_with_a_suggestion() -> None:
 def test_defaults_match_the_contract() -> None:
     d = Settings.model_construct()  # defaults without the bundle check
     assert (d.host, d.port, d.max_batch_size, d.max_wait_ms, d.max_queue_images) == (
-        "127.0.0.1", 8000, 32, 5, 256,
+        "127.0.0.1", 8000, None, 5, 256,  # None: measured at warm-up and chosen
     )  # fmt: skip
+    assert (d.exact_decode, d.decode, d.http, d.workers) == (False, "auto", "httptools", 1)
     assert (d.request_timeout_s, d.max_images_per_request, d.max_body_bytes) == (30, 64, 32 << 20)
     assert (d.max_image_pixels, d.preprocess_threads, d.providers) == (40_000_000, 4, "auto")
     assert (d.api_key, d.log_level, d.drain_timeout_s) == (None, "info", 30)
     assert d.bundle.parts[-2:] == ("models", "demo")
 
 
-def test_workers_share_the_memory_budgets_of_their_container(tiny_bundle: Path) -> None:
+def test_the_fronts_share_the_body_budget_and_the_one_engine_decodes(tiny_bundle: Path) -> None:
     limit = 8 << 30
     one = memory_budgets(Settings(bundle=tiny_bundle), limit)
     each_of_two = memory_budgets(Settings(bundle=tiny_bundle, workers=2), limit)
-    assert one == (2 << 30, 1 << 30) and each_of_two == (1 << 30, 512 << 20)
+    assert one == (2 << 30, 1 << 30) and each_of_two == (2 << 30, 512 << 20)

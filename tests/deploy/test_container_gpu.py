@@ -85,8 +85,8 @@ def test_compose_gpu_service_refuses_without_a_gpu_in_one_line(compose: dict[str
     assert done.returncode == 2, done.stderr
     ours = [line for line in done.stderr.splitlines() if line.startswith("vit-serve:")]
     assert ours == [
-        "vit-serve: invalid setting providers (--providers): VIT_PROVIDERS=cuda, but ONNX Runtime "
-        f"could not create a CUDA session: {reason}"
+        "vit-serve: invalid setting providers (--providers / VIT_PROVIDERS): VIT_PROVIDERS=cuda, "
+        f"but ONNX Runtime could not create a CUDA session: {reason}"
     ]
     assert "Traceback" not in done.stderr
 

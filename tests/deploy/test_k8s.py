@@ -7,15 +7,16 @@ import copy
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import kubernetes_validate
 import pytest
 import yaml
 from deployfiles import ROOT, Stage, cuda_kernels_run_on, load_yaml, lock_pins
+from kustomize import build
 
 from service.inference.gpu import MIN_DRIVER
-from service.settings import Settings
+from service.settings import Providers, Settings
 
 K8S = ROOT / "deploy" / "k8s"
 # The oldest Kubernetes still commonly run, and the newest schema the package ships.
@@ -212,3 +213,53 @@ def test_pods_land_only_on_nodes_that_can_run_the_gpu_image(
     expected = driver >= MIN_DRIVER[cuda_major] and cuda_kernels_run_on(compute)
     assert schedulable(affinity, node(driver, compute)) == expected
     assert not schedulable(affinity, {}), "a node without feature discovery labels"
+
+
+# deploy/k8s-cpu: the same app for CPU-only nodes, a kustomize overlay of deploy/k8s. Rendered by
+# tests/deploy/kustomize.py (test_kustomize.py), which `make test-image` uses to run it under
+# `podman kube play` (test_kube_play.py).
+CPU = ROOT / "deploy" / "k8s-cpu"
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    assert len({doc["kind"] for doc in docs}) == len(docs)
+    return {doc["kind"]: doc for doc in docs}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cpu_overlay_is_valid_kubernetes(version: str) -> None:
+    for doc in build(CPU):
+        validate(doc, version)
+
+
+def test_cpu_overlay_is_the_deployment_without_the_gpu(setting_variables: set[str]) -> None:
+    """Only what a CPU node needs differs from deploy/k8s: no GPU node affinity, toleration or
+    nvidia.com/gpu resource, the CPU provider, the CPU image; the Service and HPA are the same."""
+    base, cpu = by_kind(build(K8S)), by_kind(build(CPU))
+    assert set(cpu) == set(base) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    expected = copy.deepcopy(base["Deployment"])
+    pod = expected["spec"]["template"]["spec"]
+    del pod["affinity"], pod["tolerations"]
+    (api,) = pod["containers"]
+    api["image"] = "vit-service:cpu"  # the compose file's cpu image name
+    for resources in api["resources"].values():
+        del resources["nvidia.com/gpu"]
+    (providers,) = [var for var in api["env"] if var["name"] == "VIT_PROVIDERS"]
+    providers["value"] = "cpu"
+    assert cpu["Deployment"] == expected
+    assert {k: v for k, v in cpu.items() if k != "Deployment"} == {
+        k: v for k, v in base.items() if k != "Deployment"
+    }
+    assert "nvidia.com/gpu" not in yaml.safe_dump(cpu["Deployment"])
+    assert "cpu" in get_args(Providers)
+    assert {var["name"] for var in api["env"]} <= setting_variables
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl (kustomize) is not installed")
+@pytest.mark.parametrize("folder", [K8S, CPU], ids=["k8s", "k8s-cpu"])
+def test_the_python_renderer_matches_kustomize(folder: Path) -> None:
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(folder)], check=True, capture_output=True, text=True
+    ).stdout
+    kustomized = by_kind(list(yaml.safe_load_all(built)))  # kustomize orders by kind
+    assert by_kind(build(folder)) == kustomized

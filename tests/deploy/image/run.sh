@@ -6,8 +6,10 @@
 #
 # Everything this host needs and the Dockerfile must not know about lives here:
 # - the engine: docker when its daemon answers, else podman (installed from apt when missing,
-#   as root), with chroot isolation, the docker image format (the OCI format drops HEALTHCHECK),
-#   and runc with explicit ulimits (some sandboxes refuse crun's cgroups and raising RLIMIT_NOFILE);
+#   as root; IMAGE_ENGINE=podman picks it over docker), with chroot isolation, the docker image
+#   format (the OCI format drops HEALTHCHECK), and runc with explicit ulimits (some sandboxes
+#   refuse crun's cgroups and raising RLIMIT_NOFILE); catatonit too, which podman's pods (the
+#   CPU image's `podman kube play` test) need for their infra container and Debian only recommends;
 # - the base: python:3.11-slim-bookworm when present or pullable, else a stand-in built from
 #   Debian's own packages (standin-base.sh). The output says which.
 set -euo pipefail
@@ -21,19 +23,22 @@ started=$SECONDS
 say() { echo "test-image-$flavor: $*"; }
 
 pick_engine() {
-    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    if [[ ${IMAGE_ENGINE:-} != podman ]] && command -v docker >/dev/null &&
+        docker info >/dev/null 2>&1; then
         engine=docker
         return
     fi
-    if ! command -v podman >/dev/null || ! command -v buildah >/dev/null; then
+    if ! command -v podman >/dev/null || ! command -v buildah >/dev/null || ! {
+        command -v catatonit >/dev/null || [[ -x /usr/libexec/podman/catatonit ]]
+    }; then
         if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
             say "no docker daemon and no podman: install one of them (podman: as root, from apt)"
             exit 2
         fi
-        say "no docker daemon: installing podman from apt"
+        say "no docker daemon: installing podman, buildah and catatonit from apt"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            podman buildah skopeo fuse-overlayfs uidmap runc >/dev/null
+            podman buildah skopeo fuse-overlayfs uidmap runc catatonit >/dev/null
     fi
     engine=podman
     export BUILDAH_ISOLATION=chroot BUILDAH_FORMAT=docker
@@ -106,8 +111,11 @@ build_s=$((SECONDS - built))
 size_mb=$(("$("$engine" image inspect --format '{{.Size}}' "$image")" / 1000000))
 
 tested=$SECONDS
+tests=("tests/deploy/test_container_$flavor.py")
+# The CPU image also runs as deploy/k8s-cpu's Deployment under `podman kube play` (podman only).
+[[ $flavor == cpu ]] && tests+=(tests/deploy/test_kube_play.py)
 IMAGE_ENGINE=$engine IMAGE_UNDER_TEST=$image \
-    "$python" -m pytest -q -p no:cacheprovider "tests/deploy/test_container_$flavor.py"
+    "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
 say "passed: $image, $size_mb MB, built by $engine in $((build_s / 60))m$((build_s % 60))s;" \
     "tests $((SECONDS - tested))s; all $((SECONDS - started))s"
 say "base: $base_used"

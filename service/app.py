@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.edge.connections import RequestGuard
+from service.edge.connections import BodyPace, RequestGuard
 from service.edge.deps import api_key_guard, known_query_only
 from service.edge.middleware import RequestMetrics
 from service.edge.responses import error_response, from_http_exception
@@ -73,6 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(
         RequestGuard,
         max_concurrent=settings.max_concurrent_requests,
+        pace=BodyPace(settings.body_timeout_s, settings.min_body_rate),
         metrics=metrics,
         exempt=frozenset(route.path for r in always_open for route in r.routes),  # type: ignore[attr-defined]
         on_abandoned=runtime.abandon if runtime else lambda: None,

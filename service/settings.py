@@ -74,17 +74,18 @@ class Settings(BaseSettings):
     decode_memory_bytes: int | None = Field(
         None,
         ge=MiB,
-        description="memory all decodes at once may take (default: limit/workers/4, ≤ 4 GiB)",
+        description="memory the engine's decodes at once may take (default: limit/4, ≤ 4 GiB)",
     )
     body_memory_bytes: int | None = Field(
         None,
         ge=MiB,
-        description="request bytes held at once before 429 (default: limit/workers/8, ≤ 1 GiB)",
+        description="request bytes each front holds at once before 429 "
+        "(default: limit/workers/8, ≤ 1 GiB)",
     )
     preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
-    # One process's event loop and GIL answer a few hundred images/s; a GPU takes thousands.
+    # One event loop and GIL read, check and price a few thousand requests/s; a GPU takes more.
     workers: int = Field(
-        1, ge=1, le=64, description="service processes sharing the port, each a full replica"
+        1, ge=1, le=64, description="HTTP fronts sharing the port, in front of the one engine"
     )
     # False (the default): a JPEG at least twice the input is decoded at 1/2, 1/4 or 1/8 inside
     # libjpeg-turbo, 2-5× cheaper. Each bundled model's accuracy on its own test images sent at
@@ -136,10 +137,22 @@ class Settings(BaseSettings):
         1000, ge=1, description="open connections; one more is answered 429 and closed"
     )
     max_concurrent_requests: int = Field(
-        256, ge=1, description="requests handled at once (probes and /metrics exempt); then 429"
+        256,
+        ge=1,
+        description="requests handled at once, each from when its body is in (probes and "
+        "/metrics exempt); then 429",
     )
     header_timeout_s: float = Field(
         10, gt=0, le=600, description="a request line + headers must arrive within this"
+    )
+    # A body must keep moving (Apache's mod_reqtimeout rule): no read may wait longer than
+    # body_timeout_s, and the whole body is due body_timeout_s + its size / min_body_rate after
+    # it starts. A body still arriving holds its connection and its bytes, never a request slot.
+    body_timeout_s: float = Field(
+        10, gt=0, le=600, description="a request body may pause this long; then 408 and close"
+    )
+    min_body_rate: int = Field(
+        1024, ge=1, description="bytes/s a request body must average after body_timeout_s (408)"
     )
     keep_alive_s: float = Field(5, gt=0, le=600, description="idle keep-alive connections close")
     # httptools parses in C, several times cheaper per request than h11's pure Python

@@ -7,6 +7,7 @@
     ├── Unauthorized                  401 unauthorized
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
+    ├── BodyTimeout                   408 body_timeout (the connection is closed)
     ├── PayloadTooLarge               413 payload_too_large
     │   └── TooManyImages             413 payload_too_large
     ├── ImageTooLarge                 413 image_too_large
@@ -107,6 +108,16 @@ class MethodNotAllowed(ServiceError):
         return {"Allow": self.allow} if self.allow else {}
 
 
+class BodyTimeout(ServiceError):
+    """The body stopped moving, or came slower than the minimum rate: what is still on the wire
+    is not read, so the connection cannot carry another request."""
+
+    code = "body_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
@@ -180,6 +191,7 @@ STATUS: dict[type[ServiceError], int] = {
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
+    BodyTimeout: 408,
     PayloadTooLarge: 413,
     ImageTooLarge: 413,
     UnsupportedMediaType: 415,

@@ -14,8 +14,13 @@ not the protocol's plain text.
   that, one more is refused at once in the native shape.
 - A request carrying both Content-Length and Transfer-Encoding (a request-smuggling probe: two
   parsers may frame it differently) is refused with 400 and the connection closed, so a second
-  request hidden in its body is never answered. That check, and the cap on requests handled at
-  once, are an ASGI middleware (`RequestGuard`): they answer with the service's own error bodies.
+  request hidden in its body is never answered. That check, the pace of bodies and the cap on
+  requests handled at once are an ASGI middleware (`RequestGuard`): they answer with the
+  service's own error bodies.
+- A body must keep moving (`BodyPace`): a client that trickles it (300 clients at a byte a
+  second once held every request slot for 30 s) is answered 408 and closed in seconds, and a
+  request only takes its slot among `max_concurrent` once its body is in: uploads in progress
+  are bounded by the connection cap, the body budget and the pace, and never lock work out.
 """
 
 from __future__ import annotations
@@ -23,16 +28,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.edge.responses import error_response, raw_refusal, request_path
 from service.metrics import Metrics
-from vit_core.errors import MalformedRequest, Overloaded, ServiceError
+from vit_core.errors import BodyTimeout, MalformedRequest, Overloaded, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -163,21 +170,70 @@ def guarded(
     return GuardedH11 if parser == "h11" else GuardedHttpTools
 
 
+@dataclass(frozen=True)
+class BodyPace:
+    """How fast a request body must come (Apache's mod_reqtimeout rule): no read waits longer
+    than `timeout_s`, and a body is due `timeout_s + received / min_rate` after it starts."""
+
+    timeout_s: float
+    min_rate: float  # bytes per second
+
+
+class PacedBody:
+    """An ASGI `receive` whose body must keep to `pace` (else BodyTimeout, 408, and the
+    connection closed); `on_complete` runs as the last piece of the body arrives. Once the body
+    is in, `receive` is the server's own again (waiting for a disconnect is not timed)."""
+
+    def __init__(self, receive: Receive, pace: BodyPace, on_complete: Callable[[], None]) -> None:
+        self.receive, self.pace, self.on_complete = receive, pace, on_complete
+        self.started: float | None = None
+        self.received = 0
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        if self.complete:
+            return await self.receive()
+        now = time.monotonic()
+        self.started = self.started or now
+        due = self.started + self.pace.timeout_s + self.received / self.pace.min_rate
+        try:
+            async with asyncio.timeout(max(0.0, min(self.pace.timeout_s, due - now))):
+                message = await self.receive()
+        except TimeoutError:
+            raise self._too_slow() from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+                self.on_complete()
+        return message
+
+    def _too_slow(self) -> BodyTimeout:
+        pace, elapsed = self.pace, time.monotonic() - (self.started or 0.0)
+        return BodyTimeout(
+            f"the request body came too slowly: {self.received:,} bytes in {elapsed:.1f} s; it "
+            f"may pause at most {pace.timeout_s:g} s and must average {pace.min_rate:,.0f} "
+            f"bytes/s after the first {pace.timeout_s:g} s"
+        )
+
+
 class RequestGuard:
-    """ASGI middleware in front of everything: smuggling-shaped requests are refused, and at most
-    `max_concurrent` requests are handled at once (more get 429). The `exempt` paths (the probes
-    and /metrics: app.py passes the routes of the routers that are always open) are not counted:
-    an instance busy with work is still alive and must say so."""
+    """ASGI middleware in front of everything: smuggling-shaped requests are refused, bodies are
+    paced (PacedBody), and at most `max_concurrent` requests are handled at once (more get 429),
+    each counted from when its body is in, or from its start if it has none. The `exempt` paths
+    (the probes and /metrics: app.py passes the routes of the routers that are always open) are
+    not counted: an instance busy with work is still alive and must say so."""
 
     def __init__(
         self,
         app: ASGIApp,
         max_concurrent: int,
+        pace: BodyPace,
         metrics: Metrics,
         exempt: frozenset[str],
         on_abandoned: Callable[[], None],
     ) -> None:
-        self.app, self.max_concurrent, self.metrics = app, max_concurrent, metrics
+        self.app, self.max_concurrent, self.pace, self.metrics = app, max_concurrent, pace, metrics
         self.exempt, self.on_abandoned = exempt, on_abandoned
         self.active = 0  # only the event loop's thread touches it
 
@@ -195,18 +251,20 @@ class RequestGuard:
         if scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.max_concurrent:
-            error = Overloaded(f"{self.active} requests are in progress, the limit; retry shortly")
-            await self._refuse(error, scope, receive, send)
-            return
-        self.active += 1
-        try:
-            await self.app(scope, receive, send)
+        slot = _Slot(self)
+        if not _has_body(scope):
+            try:
+                slot.take()
+            except Overloaded as error:
+                await self._refuse(error, scope, receive, send)
+                return
+        try:  # a body's last piece takes the slot, or raises Overloaded into the route (429)
+            await self.app(scope, PacedBody(receive, self.pace, slot.take), send)
         except asyncio.CancelledError:  # the server gave up on it (a drain that timed out)
             self.on_abandoned()
             raise
         finally:
-            self.active -= 1
+            slot.give()
 
     async def _refuse(
         self, error: ServiceError, scope: Scope, receive: Receive, send: Send, close: bool = False
@@ -216,6 +274,35 @@ class RequestGuard:
         if close:
             response.headers["Connection"] = "close"  # whatever follows it is never read
         await response(scope, receive, send)
+
+
+class _Slot:
+    """One request's place among the guard's `max_concurrent`, taken at most once."""
+
+    def __init__(self, guard: RequestGuard) -> None:
+        self.guard, self.held = guard, False
+
+    def take(self) -> None:
+        if self.held:
+            return
+        if self.guard.active >= self.guard.max_concurrent:
+            active = self.guard.active
+            raise Overloaded(f"{active} requests are in progress, the limit; retry shortly")
+        self.guard.active += 1
+        self.held = True
+
+    def give(self) -> None:
+        if self.held:
+            self.guard.active -= 1
+            self.held = False
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the request says a body follows (a Content-Length above 0, or chunked)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 def raise_fd_limit() -> int:

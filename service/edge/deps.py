@@ -25,7 +25,7 @@ from service.channel.front_side import Inputs, Job
 from service.edge.inputs import Limits, media_type, read_body, read_images
 from service.runtime import Runtime
 from service.v2.infer import Inference, parse_request
-from vit_core.errors import InvalidParameter, NotReady, RequestTimeout, Unauthorized, excerpt
+from vit_core.errors import BodyTimeout, InvalidParameter, NotReady, Unauthorized, excerpt
 
 WATCH_AFTER_S = 0.05  # a client that leaves is noticed after at most this long in the queue
 T = TypeVar("T")
@@ -139,14 +139,15 @@ def _limits(runtime: Runtime) -> Limits:
 
 
 async def _receive(runtime: Runtime, body: Awaitable[T]) -> tuple[float, T]:
-    """(the request's deadline on the loop's clock, what `body` read before it): a body that
-    trickles in slower than the deadline is a timeout."""
+    """(the request's deadline on the loop's clock, what `body` read before it): a body still
+    arriving at the deadline is the client's delay (408), however steadily it kept moving."""
     timeout = runtime.settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout
     try:
         return deadline, await asyncio.wait_for(body, timeout)
     except TimeoutError as e:
-        raise RequestTimeout("the request body did not arrive within the deadline") from e
+        message = f"the request body did not arrive within the request's {timeout:g} s"
+        raise BodyTimeout(message) from e
 
 
 async def _disconnected(request: Request) -> None:

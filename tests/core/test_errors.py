@@ -27,6 +27,7 @@ EXPECTED = {  # the public contract: code → status
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "body_timeout": 408,
     "payload_too_large": 413,
     "image_too_large": 413,
     "unsupported_media_type": 415,

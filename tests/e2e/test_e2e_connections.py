@@ -1,19 +1,24 @@
 """What a client may hold open, tried with raw sockets against a real `vit-serve`: idle and
 slowloris connections are closed, the connection cap refuses with 429, smuggling-shaped requests
-are refused and the connection closed, busy servers refuse new work but keep answering probes."""
+are refused and the connection closed, bodies that stop are cut off with 408 without ever holding
+a request slot, busy servers refuse new work but keep answering probes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from live import Server, wait_for
+from live import Server, instance_pids, wait_for
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
 
@@ -96,24 +101,117 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_smuggled(
 
 
 def test_busy_servers_refuse_work_with_429_and_still_answer_probes(
-    serve: Callable[..., Server],
+    serve: Callable[..., Server], draw: Callable[..., bytes]
 ) -> None:
     server = serve(max_concurrent_requests=2, request_timeout_s=60)
-    body_due = (
-        b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-        b"Content-Length: 99\r\n\r\n"
-    )
+    png = draw(fmt="PNG")
+    engine = instance_pids(server.url)["engine"]
+    os.kill(engine, signal.SIGSTOP)  # two whole requests then wait on it: both in progress
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            held = [pool.submit(_classify, server, png) for _ in range(2)]
+            wait_for(lambda: _classify_status(server) == 429, "a third request to be refused")
+            v2 = httpx.post(f"{server.url}/v2/models/tiny-vit/infer", json={}, timeout=30)
+            assert v2.status_code == 429 and v2.headers["retry-after"] == "1"
+            assert set(v2.json()) == {"error"} and "requests are in progress" in v2.json()["error"]
+            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # exempt
+            assert httpx.get(f"{server.url}/healthz").status_code == 200
+            assert httpx.get(f"{server.url}/readyz").status_code == 200
+            os.kill(engine, signal.SIGCONT)
+            assert [answer.result().status_code for answer in held] == [200, 200]
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    assert _classify_status(server) == 400  # work is taken again (an empty body)
+
+
+BODY_DUE = (
+    b"POST /classify HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 99\r\n\r\n"
+)
+
+
+def test_a_body_that_stops_is_answered_408_and_closed_and_never_held_a_slot(
+    serve: Callable[..., Server], draw: Callable[..., bytes]
+) -> None:
+    server = serve(max_concurrent_requests=2, body_timeout_s=2)
     with connect(server) as one, connect(server) as two:
-        one.sendall(body_due)  # two requests whose bodies never finish: both in progress
-        two.sendall(body_due)
-        wait_for(lambda: _classify_status(server) == 429, "a third request to be refused")
-        v2 = httpx.post(f"{server.url}/v2/models/tiny-vit/infer", json={}, timeout=30)
-        assert v2.status_code == 429 and v2.headers["retry-after"] == "1"
-        assert set(v2.json()) == {"error"} and "requests are in progress" in v2.json()["error"]
-        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # exempt
-        assert httpx.get(f"{server.url}/healthz").status_code == 200
-        assert httpx.get(f"{server.url}/readyz").status_code == 200
-    wait_for(lambda: _classify_status(server) == 400, "work to be taken again")  # empty body
+        started = time.monotonic()
+        for sock in (one, two):
+            sock.sendall(BODY_DUE + b"x")  # a byte of the 99 promised, then nothing
+        assert _classify(server, draw(fmt="PNG")).status_code == 200  # the two uploads hold no slot
+        answers = [read_all(sock) for sock in (one, two)]
+        waited = time.monotonic() - started
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
+        assert json.loads(body)["error"]["code"] == "body_timeout"
+    assert 2 <= waited < 20  # cut off at the pause limit, not at the request deadline (30 s)
+    assert server.sample("vit_rejections_total", reason="body_timeout") == 2
+
+
+def test_300_uploads_at_a_byte_a_second_lock_nobody_out(
+    serve: Callable[..., Server], draw: Callable[..., bytes]
+) -> None:
+    """The attack that once held all 256 slots for 30 s: every other client is served while it
+    lasts, and each trickler is cut off once it falls behind the pace (here 3 s)."""
+    server = serve(body_timeout_s=3)
+    outcome = asyncio.run(_trickle_attack(server, draw(fmt="PNG"), tricklers=300))
+    assert outcome.served_during >= 5 and outcome.others == {200}, outcome
+    assert outcome.tricklers == {408} and max(outcome.cut_after) < 15, outcome
+
+
+@dataclass
+class Attack:
+    tricklers: set[int]  # statuses the trickling clients got
+    cut_after: list[float]  # seconds from each one's head to its answer
+    others: set[int]  # statuses everyone else got while the attack lasted
+    served_during: int  # other requests answered before the first trickler was cut off
+
+
+async def _trickle_attack(server: Server, png: bytes, tricklers: int) -> Attack:
+    host, port_ = server.url.removeprefix("http://").split(":")
+    first_cut = asyncio.Event()
+
+    async def trickle() -> tuple[int, float]:
+        reader, writer = await asyncio.open_connection(host, int(port_))
+        writer.write(BODY_DUE)
+        started = time.monotonic()
+        try:
+            while not (answer := await _read_for(reader, 1.0)):
+                writer.write(b"x")  # a byte a second
+                await writer.drain()
+            first_cut.set()
+            return int(answer.split(b" ")[1]), time.monotonic() - started
+        finally:
+            writer.close()
+
+    async def others(client: httpx.AsyncClient) -> tuple[set[int], int]:
+        statuses, served = set(), 0
+        while not attack.done():
+            answer = await client.post(
+                "/classify", content=png, headers={"Content-Type": "image/png"}
+            )
+            statuses.add(answer.status_code)
+            served += not first_cut.is_set()
+        return statuses, served
+
+    attack = asyncio.gather(*(trickle() for _ in range(tricklers)))
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        statuses, served = await others(client)
+    results = await attack
+    return Attack({s for s, _ in results}, [t for _, t in results], statuses, served)
+
+
+async def _read_for(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """What the server has answered within `seconds` (b"" if nothing yet)."""
+    try:
+        return await asyncio.wait_for(reader.read(65536), seconds)
+    except TimeoutError:
+        return b""
+
+
+def _classify(server: Server, png: bytes) -> httpx.Response:
+    headers = {"Content-Type": "image/png"}
+    return httpx.post(f"{server.url}/classify", content=png, headers=headers, timeout=90)
 
 
 def test_sigterm_turns_readiness_off_while_the_listener_still_answers(

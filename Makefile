@@ -13,12 +13,13 @@ $(VENV)/.serve: pyproject.toml
 	touch $@
 
 # Everything: torch (CPU build, pinned), export and test tools, and vit-client (its own package).
-# timm (the hybrid parity tests' reference) goes in without its dependencies: they would pull a
-# CUDA torchvision that cannot load next to the CPU torch; the tests give timm a stand-in.
+# timm and open_clip (the family parity tests' references) go in without their dependencies:
+# they would pull a CUDA torchvision that cannot load next to the CPU torch; the tests give both
+# a stand-in. ftfy and wcwidth are what open_clip's import needs beyond those.
 $(VENV)/.dev: pyproject.toml constraints/cpu.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -c constraints/cpu.txt -e '.[cpu,export,dev]' -e ./client
-	$(PIP) --no-deps 'timm>=1.0,<2'
+	$(PIP) --no-deps 'timm>=1.0,<2' 'open_clip_torch>=3,<4' 'ftfy>=6' wcwidth
 	touch $@ $(VENV)/.serve
 
 run: $(VENV)/.serve
@@ -93,6 +94,14 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/load.py
 
+# The wheels a lent GPU machine lacks (onnxruntime-gpu, nvImageCodec, the serving packages), for
+# its CPython 3.12: downloaded from PyPI, re-compressed and cut into .whl/batch-1 … batch-N, each
+# small enough to travel with the repository in one device call. Prints those calls; bench/gpu.sh
+# and docs/benchmarks.md ("GPU results") say the rest. Needs only python3 with pip.
+.PHONY: gpu-wheels
+gpu-wheels:
+	$(PYTHON) bench/gpu_wheels.py prepare
+
 # Deployment
 IMAGE ?= vit-service
 DOCKER ?= docker
@@ -118,8 +127,11 @@ test-deploy: $(VENV)/.dev
 	$(BIN)/python -m pytest tests/deploy
 
 # Build the CPU image with image-cpu and run it as compose does: read-only, non-root, on
-# 127.0.0.1; classify, HEALTHCHECK, SIGTERM drain. Uses docker, else podman (installed from apt
-# when missing and run as root); the output names the base image it used. Adds ~5 minutes to CI.
+# 127.0.0.1; classify, HEALTHCHECK, SIGTERM drain. Then as Kubernetes would: deploy/k8s-cpu's
+# Deployment under `podman kube play` (its probes, user, ports, environment; drained on delete).
+# Uses docker, else podman (installed from apt when missing and run as root; IMAGE_ENGINE=podman
+# prefers it; the kube play test needs it); the output names the base image it used. Adds ~5
+# minutes to CI.
 test-image: $(VENV)/.dev
 	PYTHON=$(BIN)/python bash tests/deploy/image/run.sh cpu
 

@@ -22,6 +22,7 @@ lent); its CPU placement is what the tests run.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -189,6 +190,10 @@ class DeviceDecoder:
             sample_format=nvimgcodec.SampleFormat.I_RGB,
         )
         self.resize = ResizeGraph(preprocess, size, placement)
+        # One decode() at a time: a Decoder shared by the decode threads is not thread-safe
+        # (four at once returned empty images, then aborted the engine with a double free).
+        # Each call decodes its request's images as one batch, in parallel inside the library.
+        self._one_at_a_time = threading.Lock()
 
     def decode(self, images: Sequence[bytes]) -> list[DeviceRow | None]:
         """One call for the request's JPEGs this decoder takes; None for the others (and for
@@ -198,7 +203,8 @@ class DeviceDecoder:
         if not taken:
             return rows
         try:
-            decoded = self._decoder.decode([images[i] for i in taken], params=self._params)
+            with self._one_at_a_time:
+                decoded = self._decoder.decode([images[i] for i in taken], params=self._params)
         except Exception:  # the host path answers for these, as it would without this decoder
             log.warning("nvImageCodec refused a batch of %d; decoding them on the host", len(taken))
             return rows

@@ -62,7 +62,8 @@ class Recipe:
     pretrain_size: int = 28  # the images' own resolution
     # The paper's "fine-tune at higher resolution": 32 px, 8×8 tokens. Upsampled 28 px images hold
     # no new detail, and the larger the step the more the stem's filters must re-learn: on the
-    # 5,000 held-out images 40 px (10×10) lost 1.3 points over 500 steps, 32 px none (README).
+    # 5,000 held-out images 40 px (10×10) lost 1.3 points over 500 steps, 32 px none
+    # (docs/models/fashion.md, History).
     finetune_size: int = 32
     val_fraction: float = 5000 / 60000  # held out of the training set for model selection
     split_seed: int = 0
@@ -71,7 +72,8 @@ class Recipe:
             steps=30000,  # 1,920,000 images: 34.9 passes over the 55,000 training images
             # Batch 64, not 128: on a CPU an image costs about the same either way, and in the
             # trials twice the updates per image gave 52 % validation accuracy after 13,700
-            # images where batch 128 gave 40 % (pure ViT; README, "Fashion-MNIST").
+            # images where batch 128 gave 40 % (pure ViT; docs/models/fashion.md, "Why the first
+            # model learned slowly").
             batch_size=64,
             micro_batch=64,
             optimizer="adamw",  # from scratch: Adam-family, as in the paper's pre-training
@@ -149,7 +151,8 @@ def _stage(model: ViT, train_split: Split, val_split: Split, cfg: TrainConfig) -
 
 
 def _overridden(recipe: Recipe, args: argparse.Namespace) -> Recipe:
-    """The recipe with the command line's trial overrides (the README's fine-tune trials)."""
+    """The recipe with the command line's trial overrides (docs/models/fashion.md's fine-tune
+    trials)."""
     pretrain, finetune = recipe.pretrain, recipe.finetune
     if args.pretrain_steps:
         pretrain = replace(pretrain, steps=args.pretrain_steps)

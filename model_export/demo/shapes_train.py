@@ -81,7 +81,8 @@ class Recipe:
     # paper's hybrid at its smallest: a ResNet stem (conv 7×7/2, GroupNorm, max-pool/2: 64
     # channels at stride 4) read in 4×4 patches, so a token is still 16×16 pixels (14×14 + [CLS]
     # at 224). The stem's overlapping convolutions see edges in any colour from the first step; the
-    # pure ViT (backbone=None, patch 16) learned outlines several times slower (README).
+    # pure ViT (backbone=None, patch 16) learned outlines several times slower
+    # (docs/models/shapes.md, History).
     dim: int = 128
     depth: int = 4
     heads: int = 4

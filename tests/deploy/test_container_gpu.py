@@ -93,7 +93,8 @@ def test_compose_gpu_service_refuses_without_a_gpu_in_one_line(compose: dict[str
 
 def test_cuda_kernels_are_built_for_what_the_deployment_admits(tmp_path: Path) -> None:
     """cuobjdump, from NVIDIA's wheel of the lock's CUDA release, lists the cubins in the image's
-    CUDA provider: exactly CUDA_ARCHS, which the Kubernetes affinity and the README rely on."""
+    CUDA provider: exactly CUDA_ARCHS, which the Kubernetes affinity and docs/deployment.md rely
+    on."""
     version = lock_pins("gpu")["nvidia-cuda-runtime"][0]
     download = ["pip", "download", "--no-deps", "--quiet", "--dest", str(tmp_path)]
     subprocess.run(

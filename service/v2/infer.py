@@ -28,7 +28,7 @@ from anyio import from_thread
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from service.edge.inputs import Limits, base64_image, check_count
+from service.edge.inputs import Limits, base64_image, check_count, parsing
 from service.inference.outputs import softmax, top_k
 from service.inference.pipeline import Inputs
 from service.v2.schemas import (
@@ -68,7 +68,10 @@ T = TypeVar("T", int, bool)
 MAX_JSON_OBJECTS = 2 + 2 * 2 * MAX_TENSORS
 MAX_JSON_KEYS = 4 + MAX_PARAMETERS + MAX_TENSORS * (5 + MAX_PARAMETERS + 2 + MAX_PARAMETERS)
 _FEW = "an inference request has one input, a few outputs and a few parameters"
-_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b",[{:")))
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b",[{: \t\r\n")))  # kept: counted
+# Whitespace allowed per value the document may hold: json.dumps(indent=2) of four images'
+# pixels as a nested [4, 224, 224, 3] list has 23.7 bytes of it a value (indent=4: 45.7).
+WHITESPACE_PER_VALUE = 24
 _WINDOW = 1 << 20
 
 # -- requests ---------------------------------------------------------------------------------
@@ -106,23 +109,28 @@ def parse_request(
     count = _on_loop(take) if take is not None else None
     data = decompress(body, headers.get("content-encoding", ""), limits.max_body_bytes, count)
     header, binary = split_body(data, headers.get(HEADER_LENGTH.lower()))
-    check_document(header, manifest, limits.max_images)
+    with parsing(len(data)):
+        check_document(header, manifest, limits.max_images)
+        request = _validated(header)
+        either = f"{IMAGE} (BYTES) or {PIXELS} ({pixels_tensor(manifest)[0]})"
+        if len(request.inputs) != 1:
+            raise InvalidParameter(f"send one input, {either}, not several")
+        (tensor,) = request.inputs
+        if tensor.name == IMAGE:
+            inputs: Inputs = _images(tensor, binary, limits.max_images)
+        elif tensor.name == PIXELS:
+            inputs = _pixels(tensor, binary, manifest, limits.max_images)
+        else:
+            raise InvalidParameter(f"no input {excerpt(tensor.name)!r}; send {either}")
+        return Inference(request.id, inputs, _outputs(request, output_names(manifest)))
+
+
+def _validated(header: bytes | bytearray) -> InferenceRequest:
     try:
-        request = InferenceRequest.model_validate_json(header)
+        return InferenceRequest.model_validate_json(header)
     except ValidationError as e:
         problem = describe_validation(e.errors(include_input=False, include_url=False), limit=1)
         raise InvalidParameter(f"inference request: {problem}") from None
-    either = f"{IMAGE} (BYTES) or {PIXELS} ({pixels_tensor(manifest)[0]})"
-    if len(request.inputs) != 1:
-        raise InvalidParameter(f"send one input, {either}, not several")
-    (tensor,) = request.inputs
-    if tensor.name == IMAGE:
-        inputs: Inputs = _images(tensor, binary, limits.max_images)
-    elif tensor.name == PIXELS:
-        inputs = _pixels(tensor, binary, manifest, limits.max_images)
-    else:
-        raise InvalidParameter(f"no input {excerpt(tensor.name)!r}; send {either}")
-    return Inference(request.id, inputs, _outputs(request, output_names(manifest)))
 
 
 def _on_loop(take: Take) -> Take:
@@ -150,15 +158,24 @@ def check_document(header: bytes | bytearray, manifest: BundleManifest, max_imag
         "default)"
     )
     counted = (
-        (b",", most, "values", binary),
+        (b",", most + MAX_JSON_KEYS + max_images, "values", binary),  # and commas between keys
         (b"[", most // 2 + MAX_JSON_OBJECTS, "lists", binary),
         (b"{", MAX_JSON_OBJECTS, "objects", _FEW),
         (b":", MAX_JSON_KEYS + max_images, "keys", _FEW),
     )
     structure = _structure(header)
-    for byte, bound, what, advice in counted:
-        if structure.count(byte) > bound:
+    counts = [structure.count(byte) for byte, *_ in counted]
+    for count, (_, bound, what, advice) in zip(counts, counted, strict=True):
+        if count > bound:
             raise PayloadTooLarge(f"the JSON holds over {bound:,} {what}; {advice}")
+    # Whitespace between values costs pydantic ~2 ms a MB, all of it holding the GIL (31 MB of
+    # padding: 56 ms; the same bytes in a base64 string: 5 ms).
+    spaces = len(structure) - sum(counts)
+    if spaces > WHITESPACE_PER_VALUE * most + _WINDOW:
+        raise PayloadTooLarge(
+            f"the JSON holds over {WHITESPACE_PER_VALUE * most + _WINDOW:,} bytes of whitespace; "
+            f"send it without indentation, or large tensors with the binary data extension"
+        )
 
 
 def _structure(header: bytes | bytearray) -> bytes:

@@ -20,12 +20,13 @@ import hostile
 import numpy as np
 import pytest
 
-from service.edge.inputs import BodyBudget, Limits
+from service.edge.inputs import BodyBudget, Limits, base64_image
 from service.v2.infer import MAX_JSON_KEYS, MAX_JSON_OBJECTS, Inference, parse_request
 from service.v2.schemas import MAX_DIMS, MAX_NAME_CHARS, MAX_PARAMETERS, MAX_TENSORS
 from service.v2.wire import INFLATE_STEP, decompress, split_body
 from vit_core.bundle import BundleManifest, load_bundle
 from vit_core.errors import (
+    InvalidImage,
     InvalidParameter,
     MalformedRequest,
     Overloaded,
@@ -151,7 +152,7 @@ def document(count: int, item: bytes, where: str, then: bytes = b"") -> bytes:
         (document(1000, b'"k%d":null', "parameters"), "keys"),
         (document(600, b'{"name":"logits"}', "outputs"), "objects"),
         (document(7000, b"[]", "inputs"), "over 6,210 lists"),
-        (document(13_000, b"0", "inputs"), "over 12,288 values; send large tensors with the"),
+        (document(13_100, b"0", "inputs"), f"over {12_288 + MAX_JSON_KEYS + 4:,} values; send"),
     ],
     ids=["objects", "keys", "outputs", "lists", "values"],
 )
@@ -179,6 +180,33 @@ def test_the_counts_never_refuse_a_document_the_schema_bounds_allow(
     error = refusal(manifest, request)
     assert (type(error), error.message) == (InvalidParameter, _one_input(manifest))
     assert MAX_JSON_KEYS >= 4 + MAX_PARAMETERS + MAX_TENSORS * (5 + 2 + 2 * MAX_PARAMETERS)
+
+
+def test_whitespace_is_bounded_and_indented_pixels_stay_within_the_bound(
+    manifest: BundleManifest,
+) -> None:
+    """Padding costs pydantic ~2 ms a MB holding the GIL: refused past 24 bytes a value (here
+    12,288 values and a MiB), while json.dumps(indent=2) of four images' pixels parses."""
+    ok = json.dumps({"inputs": [image()]}).encode()
+    error = refusal(manifest, ok[:-1] + b" " * 1_400_000 + b"}")
+    assert isinstance(error, PayloadTooLarge)
+    assert "over 1,343,488 bytes of whitespace; send it without indentation" in error.message
+    nested = np.zeros((4, 32, 32, 3), np.uint8).tolist()
+    tensor = {"name": "pixels", "datatype": "UINT8", "shape": [4, 32, 32, 3], "data": nested}
+    indented = json.dumps({"inputs": [tensor]}, indent=2).encode()
+    assert len(indented) > 250_000  # ~24 bytes of whitespace a value
+    assert len(parse(manifest, indented).inputs) == 4
+
+
+def test_base64_is_decoded_a_window_at_a_time_as_strictly_as_in_one_call() -> None:
+    data = np.random.default_rng(0).integers(0, 256, 3 << 20, np.uint8).tobytes()
+    wrapped = base64.encodebytes(data).decode()  # 76-character lines, as MIME encoders write
+    assert base64_image(wrapped, 0, 1) == data
+    window = 1 << 20  # a padded end at a window's end, with more after it, is refused
+    with pytest.raises(InvalidImage, match="not valid base64"):
+        base64_image("A" * (window - 2) + "==" + "AAAA", 0, 1)
+    with pytest.raises(InvalidImage, match="not valid base64"):
+        base64_image("AB==CD==", 0, 1)
 
 
 def _one_input(m: BundleManifest) -> str:
@@ -268,8 +296,8 @@ def in_worker_thread(budget: BodyBudget, body: bytes, m: BundleManifest) -> list
 def test_inflated_bytes_are_taken_from_the_budget_a_step_at_a_time(
     manifest: BundleManifest,
 ) -> None:
-    request = json.dumps({"inputs": [image()]}).encode()
-    inflated = request[:-1] + b" " * (5 * INFLATE_STEP) + b"}"
+    large = base64.b64encode(bytes(4 * INFLATE_STEP)).decode()  # parsed as bytes, not decoded
+    inflated = json.dumps({"inputs": [image(data=[large])]}).encode()
     taken = in_worker_thread(BodyBudget(64 << 20), gzip.compress(inflated), manifest)
     assert sum(taken) == len(inflated) and max(taken) <= INFLATE_STEP
 

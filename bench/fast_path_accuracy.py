@@ -105,9 +105,7 @@ def shapes(per_size: int) -> list[Result]:
     for side in SHAPE_SIDES:
         rng = np.random.default_rng([SHAPES_SEED, side])
         labels = np.arange(per_size) % len(CLASSES)
-        images = [
-            jpeg(draw_shape(CLASSES[k], side, rng, appearance="free")[0]) for k in labels
-        ]
+        images = [jpeg(draw_shape(CLASSES[k], side, rng, appearance="free")[0]) for k in labels]
         results.append(measure(ROOT / "models" / "demo", "demo (shapes)", f"{side} px", images,
                                labels))  # fmt: skip
     return results

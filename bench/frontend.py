@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,29 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from bench.pictures import photos  # noqa: E402
 from bench.rawload import Capacity, measure, post  # noqa: E402
 from bench.servers import (  # noqa: E402
-    ROOT,
+    baseline_command,
     featherweight,
     free_port,
     naive_command,
     port_of,
     service_command,
     serving,
+    worktree,
 )
 
 QUEUE = 256
 BASELINE = "6f75a9a"  # the last revision before the engine and fronts split (one process)
-
-
-@contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    """The repository at `rev`, checked out beside this one for the length of the block."""
-    folder = Path(tempfile.mkdtemp(prefix="vit-baseline-"))
-    subprocess.run(["git", "worktree", "add", "--detach", str(folder), rev], cwd=ROOT, check=True,
-                   capture_output=True)  # fmt: skip
-    try:
-        yield folder
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=True)
 
 
 def commands(bundle: Path, baseline: Path | None) -> dict[str, list[str]]:
@@ -69,12 +54,9 @@ def commands(bundle: Path, baseline: Path | None) -> dict[str, list[str]]:
         ),
         "naive": naive_command(bundle, free_port()),
     }
-    if baseline is not None:  # run from the worktree: PYTHONPATH puts its packages first
+    if baseline is not None:
         old = service_command(bundle, free_port(), 32, 5, QUEUE)
-        found["baseline (one process)"] = [
-            "env", f"PYTHONPATH={baseline}", old[0], "-c",
-            "import sys; from service.cli import main; sys.exit(main())", *old[3:],
-        ]  # fmt: skip
+        found["baseline (one process)"] = baseline_command(baseline, old)
     return found
 
 

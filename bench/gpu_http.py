@@ -110,7 +110,7 @@ def serve_and_load(
         result.data["engine"] = {
             "precision": model.get("precision"),
             "providers": model.get("providers"),
-            "decode": model.get("decode"),  # not in GET /model (yet): None
+            "decode": model.get("decode"),
             "max_batch_size": batching.get("max_batch_size"),
             "batch_size_measured": batching.get("batch_size_measured"),
         }
@@ -226,12 +226,7 @@ def _check_serving(ctx: Context, result: Result, url: str, bodies: dict[int, lis
 
     engine_info = result.data["engine"]
     want = "device (cpu)" if ctx.rehearse else "device (cuda)"
-    if engine_info["decode"] is None:  # --decode=device started: the decoder is where it runs
-        result.note(
-            "GET /model does not say where images are decoded; the engine started with "
-            "--decode=device, which places the decode stage where the model runs"
-        )
-    elif engine_info["decode"] != want:
+    if engine_info["decode"] != want:
         result.error(f"the engine decodes with {engine_info['decode']}, not {want}")
     providers = engine_info.get("providers") or []
     if not ctx.rehearse and (not providers or providers[0] != CUDA):

@@ -84,6 +84,25 @@ def serving(commands: Mapping[str, list[str]], timeout: float = 1800) -> Iterato
                 process.wait()
 
 
+@contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The repository at `rev`, checked out beside this one for the length of the block."""
+    folder = Path(tempfile.mkdtemp(prefix="vit-baseline-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), rev], cwd=ROOT, check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=True)
+
+
+def baseline_command(checkout: Path, command: list[str]) -> list[str]:
+    """`command` (a service_command) run from another checkout: its packages first on the path
+    (ahead of "", the working directory, which `python -c` puts first: this checkout)."""
+    start = f"import sys; sys.path.insert(0, {str(checkout)!r}); from service.cli import main; "
+    return [command[0], "-c", start + "sys.exit(main())", *command[3:]]
+
+
 def _ready(url: str) -> bool:
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200

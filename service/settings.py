@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     max_queue_images: int = Field(
         256, ge=1, description="images accepted but not yet in a batch before 429s"
     )
-    request_timeout_s: float = Field(30, gt=0, le=3600, description="per-request deadline (504)")
+    request_timeout_s: float = Field(
+        30, gt=0, le=3600, description="per-request deadline (504; 408 if the body is not in)"
+    )
     max_images_per_request: int = Field(64, ge=1, description="images one request may carry")
     max_body_bytes: int = Field(32 * MiB, ge=1, description="largest request body (413)")
     # A decompression-bomb guard: checked from the header, before any pixel is decoded.

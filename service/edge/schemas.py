@@ -106,6 +106,10 @@ class ModelInfo(BaseModel):
     precision: str
     graphs: list[str] = Field(description="fast (classify, embed) and, if present, explain")
     providers: list[str] = Field(description="ONNX Runtime providers in use, in priority order")
+    decode: str = Field(
+        description="where JPEGs become pixels: host (Pillow), or device (gpu) or device (cpu): "
+        "nvImageCodec and a resize graph beside the model (VIT_DECODE)"
+    )
     preprocess: dict[str, Any]
     batching: Batching
 

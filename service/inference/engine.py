@@ -11,6 +11,7 @@ it and `run` binds its first B rows where they lie.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -268,12 +269,33 @@ def choose_batch_size(measured: dict[int, float], within: float = 0.95) -> int:
     return min(size for size, rate in measured.items() if rate >= within * best)
 
 
+@functools.cache
+def _shared_cpu_arena() -> None:
+    """One CPU memory arena for every session of the process, grown by what is asked for.
+
+    Each session would otherwise keep an arena of its own at its own peak (the fast graph's and
+    the explain graph's, added up), grown in powers of two. Shared and grown as requested, the
+    demo model's engine holds 623 MiB after batches of 32 on both graphs instead of 974, at the
+    same speed (bench/memory.py; docs/settings.md, "Memory ceiling")."""
+    config = ort.OrtArenaCfg({"arena_extend_strategy": 1, "max_mem": 0})  # 1: kSameAsRequested
+    cpu = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(cpu, config)
+
+
 def _session(path: Path, providers: list[Any]) -> ort.InferenceSession:
+    _shared_cpu_arena()
     options = ort.SessionOptions()
     # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning intra-op threads would steal the cores that decode the next batch's images.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    # Memory patterns (one preplanned block per input shape) were planned again by each thread
+    # that ran a shape: warm-up's thread, then the batcher's, +720 MiB at batch 32 for the demo
+    # model, with no speed to show for it on the CPU.
+    options.enable_mem_pattern = False
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for bad graphs

@@ -175,6 +175,7 @@ async def model(runtime: RuntimeDep) -> ModelInfo:
         precision=m.precision,
         graphs=list(m.graphs),
         providers=engine["providers"],
+        decode=engine["decode"],
         preprocess=m.preprocess.model_dump(),
         batching=Batching(
             max_batch_size=engine["max_batch_size"],

@@ -123,7 +123,9 @@ def test_cuda_demanded_without_cuda_is_refused(tiny_bundle: Path) -> None:
         pytest.skip("this onnxruntime has CUDA")
     done = vit_serve("--bundle", str(tiny_bundle), "--providers", "cuda")
     assert done.returncode == 2
-    assert "invalid setting providers (--providers / VIT_PROVIDERS): VIT_PROVIDERS=cuda" in done.stderr
+    assert (
+        "invalid setting providers (--providers / VIT_PROVIDERS): VIT_PROVIDERS=cuda" in done.stderr
+    )
 
 
 def test_unknown_flags_and_help() -> None:

@@ -1,4 +1,4 @@
-"""`vit-serve --workers 2`: two full replicas behind one port, seen from outside as one instance:
+"""`vit-serve --workers 2`: two HTTP fronts before one engine, seen from outside as one instance:
 every scrape sums both, /readyz answers for both, and SIGTERM drains both."""
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """The house's rules, read from its source: the shared core loads no framework, no import loops
-(lazy and type-only imports count), the halves meet only in the core, and no module reaches into
-another's private names."""
+(lazy and type-only imports count), the halves meet only in the core, inference knows no HTTP, no
+module reaches into another's private names, and every folder of source ships in the wheel."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+import tomllib
 
-from imports import ROOT, cycles, graph, imported, modules
+from imports import PACKAGES, ROOT, cycles, graph, imported, modules
+from setuptools import find_packages
 
 FRAMEWORKS = ("starlette", "fastapi", "uvicorn", "torch", "service", "model_export")
 
@@ -42,6 +44,35 @@ def test_the_halves_meet_only_in_the_core() -> None:
         if target.split(".")[0] not in allowed[name.split(".")[0]]
     ]
     assert crossings == []
+
+
+def test_inference_and_the_channel_know_no_http() -> None:
+    """Data flows one way (docs/design.md): the pipeline, the batcher, the engine and the
+    channel never import the edge, a route, the v2 shapes, the app or a web framework."""
+    below = ("service.inference", "service.channel")
+    above = ("service.edge", "service.routes", "service.v2", "service.app", "service.front")
+    web = ("starlette", "fastapi", "uvicorn", "httptools", "h11")
+    found = []
+    for name, module in modules().items():
+        if not name.startswith(below):
+            continue
+        found += [f"{name} imports {t}" for t in graph()[name] if t.startswith(above)]
+        for node in ast.walk(module.tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [f"{name} imports {n}" for n in names if n.split(".")[0] in web]
+    assert found == []
+
+
+def test_every_folder_of_source_ships_in_the_wheel() -> None:
+    """setuptools packages only folders with an __init__.py: one without (service/channel once)
+    works from the checkout and is missing from the installed image."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = {ROOT.joinpath(*p.split(".")) for p in find_packages(str(ROOT), include=include)}
+    folders = {path.parent for top in PACKAGES for path in (ROOT / top).rglob("*.py")}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders - shipped) == []
 
 
 def test_no_module_uses_another_modules_private_names() -> None:

@@ -138,6 +138,7 @@ def test_model_describes_what_is_served(client: TestClient) -> None:
     assert info["grid"] == [4, 4] and info["backbone"] is None
     assert (info["layers"], info["heads"], info["precision"]) == (2, 2, "fp32")
     assert info["providers"] == ["CPUExecutionProvider"] and info["graphs"] == ["fast", "explain"]
+    assert info["decode"] == "host"  # VIT_DECODE=auto on a CPU engine
     batching = info["batching"]
     assert batching["max_wait_ms"] == 1  # as set; the batch size was measured and chosen:
     measured = {int(size): rate for size, rate in batching["batch_size_measured"].items()}

@@ -260,7 +260,7 @@ def bad_requests(draw: Draw) -> list[tuple[str, dict[str, Any], int, str]]:
         (INFER, dict(json={"inputs": [pixels_input(px, data=[0.5] * 3072)]}), 422, "whole numbers"),
         (INFER, dict(json={"inputs": [pixels_input(np.zeros((5, 32, 32, 3), np.uint8),
                                                    data=[0] * 15360)]}),
-         413, "over 12,288 values; send large tensors with the binary data extension"),
+         413, "over 12,936 values; send large tensors with the binary data extension"),
         (INFER, binary({"inputs": [pixels_input(px, parameters={"binary_data_size": 7})]},
                        px.tobytes()[:7]), 422, "7 values"),
         (INFER, binary({"inputs": [ok]}, b"\0"), 422, "binary_data_size"),

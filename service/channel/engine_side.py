@@ -24,6 +24,7 @@ from service.channel.messages import (
 )
 from service.inference.pipeline import Pipeline
 from vit_core.errors import InternalError, ServiceError
+from vit_core.memory import TrimWhenIdle
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,13 @@ class ChannelServer:
         self.connections: set[FrontConnection] = set()
         self.idle = asyncio.Event()  # set while no front is connected
         self.idle.set()
+        self.running = 0  # requests of every front in the pipeline now
+        self.trim = TrimWhenIdle()  # the heap a burst of decodes left is handed back after it
+
+    def finished(self, _: asyncio.Task[None]) -> None:
+        self.running -= 1
+        if not self.running:
+            self.trim.idle()
 
     def protocol(self) -> FrontConnection:
         return FrontConnection(self)
@@ -78,7 +86,9 @@ class FrontConnection(asyncio.Protocol):
         if kind == Kind.SUBMIT:
             cancel = self._cancels[request] = asyncio.Event()
             job = decode_submit(body, self._server.row)
-            asyncio.get_running_loop().create_task(self._run(request, job, cancel))
+            self._server.running += 1
+            task = asyncio.get_running_loop().create_task(self._run(request, job, cancel))
+            task.add_done_callback(self._server.finished)  # once its frame and buffers are freed
         elif kind == Kind.CANCEL:
             if (dropped := self._cancels.get(request)) is not None:
                 dropped.set()

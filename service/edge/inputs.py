@@ -36,7 +36,7 @@ from vit_core.errors import (
     describe_validation,
     excerpt,
 )
-from vit_core.memory import trim
+from vit_core.memory import TrimWhenIdle, trim
 
 MEDIA_TYPES = "multipart/form-data, image/* or application/json"
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[^;,]*)*)(;base64)?,", re.ASCII)
@@ -231,6 +231,7 @@ class BodyBudget:
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.held = capacity, 0
+        self._trim = TrimWhenIdle()  # a burst of medium bodies fragments the heap: see memory.py
 
     def take(self, size: int) -> None:
         if self.held + size > self.capacity:
@@ -260,3 +261,5 @@ class BodyBudget:
                 # Its buffers (a body, what it inflated to, the parser's objects) were below
                 # glibc's mapping threshold: handed back now, not kept in the heap for good.
                 trim()
+            elif not self.held:
+                self._trim.idle()

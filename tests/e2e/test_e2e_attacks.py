@@ -22,6 +22,9 @@ from live import Server, instance_pids
 MiB = 1 << 20
 DECODE_MEMORY, BODY_MEMORY = 256 * MiB, 160 * MiB
 SLACK = 160 * MiB  # interpreter, ORT arenas, sockets, allocator rounding: measured ~60–100 MiB
+# What may stay once every answer is out: +26–47 MiB measured; +104–176 MiB (the CI failed on
+# it) before each process trimmed its heap when idle again (vit_core/memory.py, TrimWhenIdle).
+KEPT = 96 * MiB
 PROBE_LIMIT_S = 0.1  # /healthz must answer within this while the attacks run (99th percentile)
 
 
@@ -133,7 +136,7 @@ def test_every_attack_at_once_is_refused_cheaply_under_the_memory_ceiling(
     ceiling = baseline + DECODE_MEMORY + BODY_MEMORY + SLACK
     assert peak[0] < ceiling, f"peak RSS {peak[0] / MiB:.0f} MiB > {ceiling / MiB:.0f} MiB"
     deadline = time.monotonic() + 30
-    while rss(pids) > baseline + SLACK and time.monotonic() < deadline:
+    while rss(pids) > baseline + KEPT and time.monotonic() < deadline:
         time.sleep(0.2)  # the last answers' buffers are freed as their connections close
     after = rss(pids)
-    assert after <= baseline + SLACK, f"RSS stayed at {after / MiB:.0f} MiB after the attack"
+    assert after <= baseline + KEPT, f"RSS stayed {(after - baseline) / MiB:.0f} MiB up after it"

@@ -3,12 +3,13 @@
     python bench/frontend.py [--connections 16] [--seconds 10] [--rounds 2] [--baseline REV]
 
 A 1-block, D=32 ViT at 224 px (exported once into the temp dir) behind: the service (a front and
-the engine), the service with two fronts, the service with the exact decode (VIT_EXACT_DECODE=
-true), the naive one-call-per-request FastAPI server, and the service as it was at git revision
---baseline (checked out into a temp worktree and run from there: "today's default" measured in
-the same run); 640×480 JPEGs posted raw to /classify, one per request, by bench/rawload.py, each
-system measured --rounds times in a rotating order (the best round is kept: other work on a
-shared machine only ever lowers it).
+the engine), the service with two fronts, with h11's pure-Python parser instead of httptools (its
+CPU per request in the front), with the exact decode (VIT_EXACT_DECODE=true), the naive
+one-call-per-request FastAPI server, and the service as it was at git revision --baseline
+(checked out into a temp worktree and run from there, on a bundle its own exporter wrote:
+"today's default" measured in the same run); 640×480 JPEGs posted raw to /classify, one per
+request, by bench/rawload.py, each system measured --rounds times in a rotating order (the best
+round is kept: other work on a shared machine only ever lowers it).
 
 Per system: images/s, the server's CPU over the window (cores, every process of it), images/s
 per server core (the figure that says how many cores would feed a GPU), and for the service the
@@ -31,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from bench.pictures import photos  # noqa: E402
 from bench.rawload import Capacity, measure, post  # noqa: E402
 from bench.servers import (  # noqa: E402
+    BASELINE,
+    baseline_bundle,
     baseline_command,
     featherweight,
     free_port,
@@ -42,20 +45,20 @@ from bench.servers import (  # noqa: E402
 )
 
 QUEUE = 256
-BASELINE = "6f75a9a"  # the last revision before the engine and fronts split (one process)
 
 
 def commands(bundle: Path, baseline: Path | None) -> dict[str, list[str]]:
     found = {
         "service": service_command(bundle, free_port(), 32, 5, QUEUE),
         "service, 2 fronts": service_command(bundle, free_port(), 32, 5, QUEUE, "--workers=2"),
+        "service, h11": service_command(bundle, free_port(), 32, 5, QUEUE, "--http=h11"),
         "service, exact decode": service_command(
             bundle, free_port(), 32, 5, QUEUE, "--exact-decode=true"
         ),
         "naive": naive_command(bundle, free_port()),
     }
     if baseline is not None:
-        old = service_command(bundle, free_port(), 32, 5, QUEUE)
+        old = service_command(baseline_bundle(baseline, "featherweight"), free_port(), 32, 5, QUEUE)
         found["baseline (one process)"] = baseline_command(baseline, old)
     return found
 
@@ -86,7 +89,8 @@ def capacity(
 def processes(url: str, pid: int) -> dict[int, str]:
     """A server's processes, pid → name: the instance's own account (vit_process_* in
     /metrics), else the process and its children."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    answer = httpx.get(f"{url}/metrics", timeout=10)
+    text = answer.text if answer.status_code == 200 else ""  # the naive server has none
     found = {
         int(s.labels["pid"]): s.labels["process"]
         for family in text_string_to_metric_families(text)

@@ -4,10 +4,12 @@
 
 Closed loop with `concurrency` images in flight, as that many clients would keep: each round
 decodes and preprocesses them in the same thread pool the service uses (preprocess_threads), then
-runs them through the same Engine in calls of at most max_batch_size, each image written into its
-row of the engine's batch buffer as the batcher writes it, and every image's latency is the
-round's. Nothing waits for company and nothing crosses a socket, so this is the best an
-HTTP service with these parts can do on this machine.
+runs them through the same Engine in calls of at most max_batch_size (0, the default: measured and
+chosen at start as the service's engine does), each image written into its row of the engine's
+batch buffer as the batcher writes it, and every image's latency is the round's. JPEGs are
+decoded as the service's default does (at the smallest DCT scale that covers the input). Nothing
+waits for company and nothing crosses a socket, so this is the best an HTTP service with these
+parts can do on this machine.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.pictures import photos  # noqa: E402
-from service.inference.engine import Engine  # noqa: E402
+from service.inference.engine import Engine, batch_candidates, choose_batch_size  # noqa: E402
 from vit_core.bundle import FAST, load_bundle  # noqa: E402
 from vit_core.images import Preprocessor  # noqa: E402
 
@@ -32,16 +35,20 @@ def run(
     concurrency: int,
     seconds: float,
     warmup_s: float = 3.0,
-    max_batch_size: int = 32,
+    max_batch_size: int = 0,
     threads: int = 4,
     max_image_pixels: int = 40_000_000,
 ) -> tuple[list[float], float]:
     """(per-image latencies in seconds, the measured window in seconds)."""
     manifest = load_bundle(bundle)
-    engine = Engine(bundle, manifest, "cpu", max_batch_size=max_batch_size)
+    engine = Engine(bundle, manifest, "cpu", max_batch_size=max_batch_size or None)
+    if not max_batch_size:
+        measured = engine.measure(batch_candidates(engine.capacity), threading.Event())
+        max_batch_size = choose_batch_size(measured)
     prepare = Preprocessor(
-        manifest.preprocess, manifest.image_size, max_image_pixels, manifest.pixels
-    )
+        manifest.preprocess, manifest.image_size, max_image_pixels, manifest.pixels,
+        scaled_decode=True,
+    )  # fmt: skip
     buffer = engine.batch_buffer  # (max_batch_size, *row), as the batcher fills it
     images = photos(64)
     latencies: list[float] = []
@@ -71,7 +78,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--warmup", type=float, default=3)
-    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-batch-size", type=int, default=0, help="0: measured")
     p.add_argument("--threads", type=int, default=4, help="preprocess threads")
     args = p.parse_args()
     latencies, window = run(

@@ -1,22 +1,26 @@
-"""Load benchmark: the service against its own ceiling and a naive baseline, over loopback HTTP.
+"""Load benchmark: the service against its own ceiling and the servers a user would compare it
+with, over loopback HTTP.
 
     python bench/load.py [--bundle models/demo] [--seconds 15] [--rounds 2]
                          [--concurrency 1 8 32] [--overload-seconds 15] [--json results.json]
+                         [--litserve-python PYTHON]
 
 First the front-end capacity (bench/frontend.py: images/s per server core with a model that costs
 nothing). Then closed-loop clients (bench/rawload.py: raw keep-alive HTTP/1.1, prebuilt requests)
 post realistic 640×480 JPEGs to /classify, `concurrency` at a time, for a bounded time. Compared:
 
-    in-process        bench/inprocess.py: the same decode, preprocess, inference; no HTTP (ceiling)
-    service           vit-serve with dynamic batching (max_batch_size 32, max_wait_ms 5)
-    service, batch 1  vit-serve with max_batch_size 1
-    naive             bench/naive_server.py: one ONNX Runtime call per request
+    in-process  bench/inprocess.py: the same decode, preprocess, inference; no HTTP (ceiling)
+    service     vit-serve as it ships (batch size measured at warm-up, max_wait_ms 5)
+    naive       bench/naive_server.py: one ONNX Runtime call per request
+    litserve    bench/litserve_server.py (with --litserve-python, an interpreter that has it):
+                LitServe's batching (up to 8, 5 ms), its worker process, multipart uploads
 
-All servers stay up through the run, and each round runs every system once in a rotating order,
-so that a machine shared with other work loads them alike; rounds are pooled. Then an open-loop
-run offers 4× the service's measured capacity: the service answers the excess with fast 429s,
-the naive server queues without bound. Without --bundle: a random ViT-Ti/16 at 224 px exported
-once into the temp dir. Everything stays on 127.0.0.1.
+Every server decodes as the service does by default (the scaled JPEG decode), so the comparison
+is about serving. All servers stay up through the run, and each round runs every system once in a
+rotating order, so that a machine shared with other work loads them alike; rounds are pooled.
+Then an open-loop run offers 4× the service's measured capacity: the service answers the excess
+with fast 429s, the naive server queues without bound. Without --bundle: a random ViT-Ti/16 at
+224 px exported once into the temp dir. Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ from bench.frontend import capacity_table  # noqa: E402
 from bench.overload import Overload, open_loop, overload_table  # noqa: E402
 from bench.pictures import photos  # noqa: E402
 from bench.rawload import Capacity, measure, post  # noqa: E402
-from bench.servers import (  # noqa: E402  # noqa: E402
+from bench.servers import (  # noqa: E402
     featherweight,
     free_port,
+    litserve_command,
     naive_command,
     service_command,
     serving,
@@ -56,7 +61,7 @@ from bench.servers import (  # noqa: E402  # noqa: E402
 
 MAX_WAIT_MS = 5.0
 QUEUE = 64  # max_queue_images for the service here: ~4 s of work on a 2-core CPU (256 suits a GPU)
-SYSTEMS = ("in-process", "service", "service, batch 1", "naive")
+LITSERVE_BATCH = 8  # LitServe's examples batch 4-16; the service measures 4-8 here
 
 
 @dataclass
@@ -106,18 +111,33 @@ def combine(samples: list[Sample]) -> Stats:
 
 
 @contextmanager
-def servers(bundle: Path) -> Iterator[dict[str, str]]:
-    """The three HTTP systems, up and warm, for the whole run."""
-    ports = {name: free_port() for name in SYSTEMS[1:]}
+def servers(bundle: Path, litserve_python: str | None) -> Iterator[dict[str, str]]:
+    """The HTTP systems, up and warm, for the whole run."""
     commands = {
-        "service": service_command(bundle, ports["service"], 32, MAX_WAIT_MS, QUEUE),
-        "service, batch 1": service_command(
-            bundle, ports["service, batch 1"], 1, MAX_WAIT_MS, QUEUE
-        ),
-        "naive": naive_command(bundle, ports["naive"]),
+        "service": service_command(bundle, free_port(), None, MAX_WAIT_MS, QUEUE),
+        "naive": naive_command(bundle, free_port()),
     }
+    if litserve_python:
+        commands["litserve"] = litserve_command(
+            litserve_python, bundle, free_port(), LITSERVE_BATCH, MAX_WAIT_MS
+        )
     with serving(commands) as running:
         yield running.urls
+
+
+def bodies(images: list[bytes]) -> dict[str, list[bytes]]:
+    """Per system, the requests it reads: the raw JPEG, or (LitServe) a one-file upload."""
+    raw = [post("/classify", image, "image/jpeg") for image in images]
+    boundary = "vit-bench-boundary"
+    uploads = [
+        post("/classify", b"".join([
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{i}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n".encode(),
+            image, f"\r\n--{boundary}--\r\n".encode(),
+        ]), f"multipart/form-data; boundary={boundary}")
+        for i, image in enumerate(images)
+    ]  # fmt: skip
+    return {"service": raw, "naive": raw, "litserve": uploads}
 
 
 def ceiling(bundle: Path, concurrency: int, seconds: float, warmup: float) -> Sample:
@@ -172,6 +192,12 @@ def targets(rows: dict[tuple[str, int], Stats]) -> list[str]:
         check(
             s.p99_ms <= 2 * s.p50_ms, f"c={c}: service p99/p50 = {s.p99_ms / s.p50_ms:.2f} (<= 2)"
         )
+        if ("litserve", c) in rows:
+            lit = rows["litserve", c]
+            check(
+                s.images_per_s >= lit.images_per_s,
+                f"c={c}: service at {s.images_per_s / lit.images_per_s:.2f}x LitServe (>= 1x)",
+            )
     if ("service", 1) in rows and ("naive", 1) in rows:
         s, naive = rows["service", 1], rows["naive", 1]
         check(
@@ -201,25 +227,33 @@ def main() -> None:
     p.add_argument("--frontend-connections", type=int, default=16)
     p.add_argument("--overload-seconds", type=float, default=15, help="0 skips the overload run")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--litserve-python", help="an interpreter with LitServe: compare with it too")
     args = p.parse_args()
     bundle = args.bundle or vit_ti16()
     images = photos(64)
-    requests = [post("/classify", image, "image/jpeg") for image in images]
+    requests = bodies(images)
     print(f"bundle {bundle}; {machine()}", flush=True)
     front: dict[str, Capacity] = {}
-    if args.frontend_seconds:
-        front = front_end(args.frontend_connections, args.frontend_seconds, args.rounds)
+    processes: dict[str, dict[int, str]] = {}
+    if args.frontend_seconds:  # without the baseline: bench/frontend.py runs that too
+        front, processes = front_end(
+            args.frontend_connections, args.frontend_seconds, args.rounds, None
+        )
 
     samples: dict[tuple[str, int], list[Sample]] = defaultdict(list)
     overloads: dict[str, Overload] = {}
-    with servers(bundle) as urls:
+    with servers(bundle, args.litserve_python) as urls:
+        systems = ["in-process", *urls]
         for c in args.concurrency:
             for r in range(args.rounds):
-                for name in SYSTEMS[r % 4 :] + SYSTEMS[: r % 4]:  # rotate who goes first
+                turn = r % len(systems)
+                for name in systems[turn:] + systems[:turn]:  # rotate who goes first
                     if name == "in-process":
                         sample = ceiling(bundle, c, args.seconds, args.warmup)
                     else:
-                        sample = closed_loop(urls[name], requests, c, args.seconds, args.warmup)
+                        sample = closed_loop(
+                            urls[name], requests[name], c, args.seconds, args.warmup
+                        )
                     samples[name, c].append(sample)
                     print(f"{name} c={c} round {r}: {combine([sample])}", flush=True)
         if args.overload_seconds:
@@ -229,11 +263,11 @@ def main() -> None:
                 overloads[name] = asyncio.run(run_open)
                 print(f"{name} overload: {overloads[name]}", flush=True)
 
-    rows = {(n, c): combine(samples[n, c]) for n in SYSTEMS for c in args.concurrency}
+    rows = {(n, c): combine(samples[n, c]) for n in systems for c in args.concurrency}
     print(f"\n{machine()}")
     if front:
         print(f"\n## Front-end capacity: {featherweight().name}\n")
-        print(capacity_table(front, args.frontend_connections))
+        print(capacity_table(front, processes, args.frontend_connections))
     print(f"\n## Load: {bundle.name}\n\n{table(rows)}\n")
     for line in targets(rows):
         print(f"- {line}")

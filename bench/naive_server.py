@@ -2,9 +2,10 @@
 
     python bench/naive_server.py --bundle B --port 8001
 
-Same decode and preprocessing as the service (so the comparison is about serving, not pixels),
-run in Starlette's thread pool; every request then makes its own batch-of-one session call, and
-nothing bounds how many wait: under overload the queue (and the latency) just grows.
+Same decode and preprocessing as the service (so the comparison is about serving, not pixels: the
+scaled JPEG decode, the service's default), run in Starlette's thread pool; every request then
+makes its own batch-of-one session call, and nothing bounds how many wait: under overload the
+queue (and the latency) just grows.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def create_app(bundle: Path) -> FastAPI:
     session = ort.InferenceSession(
         str(bundle / manifest.graphs[FAST].file), providers=["CPUExecutionProvider"]
     )
-    prepare = Preprocessor(manifest.preprocess, manifest.image_size, 40_000_000, manifest.pixels)
+    prepare = Preprocessor(
+        manifest.preprocess, manifest.image_size, 40_000_000, manifest.pixels, scaled_decode=True
+    )
     app = FastAPI()
 
     def predict(data: bytes) -> list[dict[str, object]]:

@@ -39,11 +39,18 @@ def free_port() -> int:
 
 
 def service_command(
-    bundle: Path, port: int, max_batch_size: int, max_wait_ms: float, max_queue: int, *extra: str
+    bundle: Path,
+    port: int,
+    max_batch_size: int | None,
+    max_wait_ms: float,
+    max_queue: int,
+    *extra: str,
 ) -> list[str]:
+    """vit-serve on the CPU; max_batch_size None: measured and chosen at warm-up (the default)."""
+    batch = [] if max_batch_size is None else [f"--max-batch-size={max_batch_size}"]
     return [
         sys.executable, "-m", "service.cli", f"--bundle={bundle}", f"--port={port}",
-        "--providers=cpu", f"--max-batch-size={max_batch_size}", f"--max-wait-ms={max_wait_ms}",
+        "--providers=cpu", *batch, f"--max-wait-ms={max_wait_ms}",
         f"--max-queue-images={max_queue}", "--log-level=warning", *extra,
     ]  # fmt: skip
 
@@ -51,6 +58,17 @@ def service_command(
 def naive_command(bundle: Path, port: int) -> list[str]:
     script = ROOT / "bench" / "naive_server.py"
     return [sys.executable, str(script), f"--bundle={bundle}", f"--port={port}"]
+
+
+def litserve_command(
+    python: str, bundle: Path, port: int, max_batch_size: int, max_wait_ms: float
+) -> list[str]:
+    """bench/litserve_server.py under `python`, an interpreter that has LitServe."""
+    script = ROOT / "bench" / "litserve_server.py"
+    return [
+        python, str(script), f"--bundle={bundle}", f"--port={port}",
+        f"--max-batch-size={max_batch_size}", f"--batch-timeout={max_wait_ms / 1000}",
+    ]  # fmt: skip
 
 
 def port_of(command: list[str]) -> int:
@@ -84,6 +102,11 @@ def serving(commands: Mapping[str, list[str]], timeout: float = 1800) -> Iterato
                 process.wait()
 
 
+# The last revision before this round of work (one process per worker, the full JPEG decode by
+# default, batches of 32): what "today's default" means in the benchmarks that compare with it.
+BASELINE = "dbd8fd1"
+
+
 @contextmanager
 def worktree(rev: str) -> Iterator[Path]:
     """The repository at `rev`, checked out beside this one for the length of the block."""
@@ -94,6 +117,20 @@ def worktree(rev: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=True)
+
+
+def baseline_bundle(checkout: Path, maker: str) -> Path:
+    """The bundle `maker()` (featherweight, vit_ti16) makes, as the checkout's own exporter writes
+    it (a manifest schema it reads), cached apart from this checkout's own."""
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, check=True,
+                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    home = Path(tempfile.gettempdir()) / f"vit-baseline-{rev}"
+    home.mkdir(exist_ok=True)
+    code = f"import sys; sys.path.insert(0, {str(checkout)!r}); from bench.servers import {maker}; "
+    made = subprocess.run([sys.executable, "-c", code + f"print({maker}())"], cwd=checkout,
+                          env={**os.environ, "TMPDIR": str(home)}, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return Path(made.stdout.strip().splitlines()[-1])
 
 
 def baseline_command(checkout: Path, command: list[str]) -> list[str]:

@@ -289,7 +289,9 @@ def _session(path: Path, providers: list[Any]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning intra-op threads would steal the cores that decode the next batch's images.
+    # Spinning intra-op threads steal the cores that decode the next batch's images: with it on,
+    # the front-end benchmark fell from 261 to 198 images/s per core, while it saved ~2 ms of
+    # ViT-Ti/16's 20 ms at one connection (docs/benchmarks.md, "one engine, many fronts").
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.use_env_allocators", "1")
     # Memory patterns (one preplanned block per input shape) were planned again by each thread

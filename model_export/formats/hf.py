@@ -81,7 +81,8 @@ _HF_BLOCK = {  # module, in every family's names -> ours inside blocks.N (see _F
 _FUSED = {"q": "attn.qkv", "k": "attn.qkv", "v": "attn.qkv", "gate": "mlp.fc1", "up": "mlp.fc1"}
 _FUSE_ORDER = {"attn.qkv": ("q", "k", "v"), "mlp.fc1": ("gate", "up")}
 _PARAMS = {"weight": "weight", "bias": "bias", "lambda1": "gamma"}
-_HF_TOP = {
+# The tensors outside the blocks, transformers' name → ours (DINOv2 adds its registers to these).
+HF_TOP = {
     "embeddings.cls_token": "cls_token",
     "embeddings.position_embeddings": "pos_embed",
     "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
@@ -118,7 +119,7 @@ _PIL_RESAMPLE: dict[int, Interpolation] = {0: "nearest", 2: "bilinear", 3: "bicu
 
 def from_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers ViT (4.x or 5.x names, with or without the `vit.` prefix) -> ours."""
-    return from_transformers(state, _HF_TOP, _HF_IGNORED, ("vit.",), "HF ViT")
+    return from_transformers(state, HF_TOP, _HF_IGNORED, ("vit.",), "HF ViT")
 
 
 def from_transformers(

@@ -25,20 +25,10 @@ from typing import Any
 from model_export.formats.adapter import Adapter, Hints
 from model_export.formats.base import State, reading
 from model_export.formats.files import Checkpoint, Files
-from model_export.formats.hf import Family, family_config, from_transformers
+from model_export.formats.hf import HF_TOP, Family, family_config, from_transformers
 from model_export.model.vit import ViTConfig
 
-_TOP = {
-    "embeddings.cls_token": "cls_token",
-    "embeddings.register_tokens": "reg_token",
-    "embeddings.position_embeddings": "pos_embed",
-    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-    "layernorm.weight": "norm.weight",
-    "layernorm.bias": "norm.bias",
-    "classifier.weight": "head.weight",
-    "classifier.bias": "head.bias",
-}
+_TOP = {**HF_TOP, "embeddings.register_tokens": "reg_token"}
 _IGNORED = ("embeddings.mask_token",)  # masked-image pre-training only
 _PREFIXES = ("dinov2_with_registers.", "dinov2.")
 _CONFIG = dict(num_attention_heads=12, hidden_act="gelu", layer_norm_eps=1e-6)

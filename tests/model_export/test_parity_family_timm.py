@@ -27,7 +27,12 @@ from torch import nn
 
 from model_export.formats.checkpoints import load_checkpoint
 from model_export.model.pos_embed import resize_pos_embed
-from tests.model_export.timm_reference import import_open_clip, import_timm, rel_error
+from tests.model_export.timm_reference import (
+    attention_weights,
+    import_open_clip,
+    import_timm,
+    rel_error,
+)
 
 Randomise = Callable[[nn.Module], nn.Module]
 TOLERANCE = 1e-5
@@ -76,19 +81,10 @@ def save_hub_folder(model: nn.Module, case: str, folder: Path) -> Path:
 def reference(model: nn.Module, x: torch.Tensor, projection: bool) -> dict[str, torch.Tensor]:
     """timm's outputs in our vocabulary: logits, published embedding, attention (B, L, H, T, T),
     and for an attention-pooled model the pool's weights over the patches (B, H, N)."""
-    weights: list[torch.Tensor] = []
-    hooks = []
-    for block in model.blocks:
-        block.attn.fused_attn = False  # the fused kernel never materialises the weights
-        hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: weights.append(o)))
-    try:
-        with torch.no_grad():
-            tokens = model.forward_features(x)  # (B, T, D) after the final norm
-            pre_logits = model.forward_head(tokens, pre_logits=True)
-            out = model.forward_head(tokens)
-    finally:
-        for h in hooks:
-            h.remove()
+    with attention_weights(model) as weights, torch.no_grad():
+        tokens = model.forward_features(x)  # (B, T, D) after the final norm
+        pre_logits = model.forward_head(tokens, pre_logits=True)
+        out = model.forward_head(tokens)
     want = {"attentions": torch.stack(weights, dim=1)}
     if projection:
         want["embedding"] = F.normalize(out, dim=-1)  # CLIP's image embedding, as users compare it

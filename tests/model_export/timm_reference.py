@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -62,22 +64,28 @@ def timm_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(logits (B, K), [CLS] embedding (B, D), attentions (B, L, H, N+1, N+1)) from a timm ViT.
 
-    The attention weights are what timm's non-fused path passes through attn_drop (identity in
-    eval), caught with a forward hook.
+    The attention weights are caught with forward hooks (`attention_weights`).
     """
+    with attention_weights(model) as weights, torch.no_grad():
+        tokens = model.forward_features(pixels)  # (B, N+1, D), after the final norm
+        logits = model.forward_head(tokens)
+    return logits, tokens[:, 0], torch.stack(weights, dim=1)
+
+
+@contextmanager
+def attention_weights(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Every block's attention weights (B, H, T, T), in order, for the forward passes inside the
+    block: what timm's non-fused path passes through attn_drop (identity in eval)."""
     weights: list[torch.Tensor] = []
     hooks = []
     for block in model.blocks:
         block.attn.fused_attn = False  # the fused kernel never materialises the weights
         hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: weights.append(o)))
     try:
-        with torch.no_grad():
-            tokens = model.forward_features(pixels)  # (B, N+1, D), after the final norm
-            logits = model.forward_head(tokens)
+        yield weights
     finally:
         for h in hooks:
             h.remove()
-    return logits, tokens[:, 0], torch.stack(weights, dim=1)
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:

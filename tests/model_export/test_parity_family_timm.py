@@ -28,6 +28,7 @@ from torch import nn
 from model_export.formats.checkpoints import load_checkpoint
 from model_export.model.pos_embed import resize_pos_embed
 from tests.model_export.timm_reference import (
+    FAMILY_TOLERANCE,
     attention_weights,
     import_open_clip,
     import_timm,
@@ -35,7 +36,6 @@ from tests.model_export.timm_reference import (
 )
 
 Randomise = Callable[[nn.Module], nn.Module]
-TOLERANCE = 1e-5
 SMALL = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
 CASES: dict[str, tuple[str, dict[str, Any]]] = {  # id: (timm architecture, overrides)
     "deit-distilled": ("deit_tiny_distilled_patch16_224", dict(num_classes=3)),
@@ -121,7 +121,7 @@ def assert_same_function(ours: nn.Module, want: dict[str, torch.Tensor], x: torc
         )
     if "pool" in want:
         errors["pooling attention"] = rel_error(got.pool_attention, want["pool"])
-    assert max(errors.values()) <= TOLERANCE, errors
+    assert max(errors.values()) <= FAMILY_TOLERANCE, errors
     return errors
 
 
@@ -160,7 +160,7 @@ def test_the_layerscale_gammas_count(randomise: Randomise, tmp_path: Path) -> No
     with torch.no_grad():
         for block in ours.blocks:
             block.ls2.gamma.fill_(1e-5)  # timm's init, which would hide a LayerScale bug
-        assert rel_error(ours(PIXELS).embedding, want) > 100 * TOLERANCE
+        assert rel_error(ours(PIXELS).embedding, want) > 100 * FAMILY_TOLERANCE
 
 
 # --- DINOv2's own checkpoints -------------------------------------------------------------------
@@ -305,8 +305,8 @@ def test_open_clip_itself(tmp_path: Path, randomise: Randomise, variant: str) ->
     with torch.no_grad():
         want = clip.encode_image(PIXELS, normalize=True)
         got = ours(PIXELS, attention=True)
-    assert rel_error(got.embedding, want) <= TOLERANCE
-    assert rel_error(got.attentions, open_clip_attention(clip.visual, PIXELS)) <= TOLERANCE
+    assert rel_error(got.embedding, want) <= FAMILY_TOLERANCE
+    assert rel_error(got.attentions, open_clip_attention(clip.visual, PIXELS)) <= FAMILY_TOLERANCE
     assert (ours.config.mean, ours.config.gelu) == (
         (0.5, 0.5, 0.5),
         "quick_gelu" if quick else "erf",

@@ -88,6 +88,9 @@ def attention_weights(model: nn.Module) -> Iterator[list[torch.Tensor]]:
             h.remove()
 
 
+FAMILY_TOLERANCE = 1e-5  # rel_error the ViT family must reproduce its own code's outputs within
+
+
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """Largest absolute difference relative to the reference's largest magnitude."""
     return ((got - want).abs().max() / want.abs().max()).item()

@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -697,15 +698,15 @@ def engine(ctx: Context) -> Result:
     batches = list(sizes.engine_batches)
     head = " | ".join(f"batch {b}" for b in batches)
     lines = [
-        f"| bundle | CUDA graphs | {head} | explain @ {sizes.explain_batch} | GPU memory | "
-        "resident (host) |",
-        "|---|---|" + "---:|" * (len(batches) + 3),
+        f"| bundle | CUDA graphs | {head} | 2 lanes @ {max(batches)} | explain @ "
+        f"{sizes.explain_batch} | GPU memory | resident (host) |",
+        "|---|---|" + "---:|" * (len(batches) + 4),
     ]
     for precision in PRECISIONS:
         folder = ctx.bundle(precision)
         for graphs in (False, True):
             if graphs and ctx.rehearse:  # CUDA only
-                cells = " | ".join([DASH] * (len(batches) + 3))
+                cells = " | ".join([DASH] * (len(batches) + 4))
                 lines.append(f"| {precision} | on | {cells} |")
                 continue
             label = "on" if graphs else "off"
@@ -718,6 +719,7 @@ def engine(ctx: Context) -> Result:
             row.update(precision=precision, cuda_graphs=graphs)
             result.data.append(row)
             cells = [f"{row['fast'][b]:.0f}" if b in row["fast"] else DASH for b in batches]
+            cells.append(f"{row['two_lanes']:.0f}" if "two_lanes" in row else DASH)
             cells.append(f"{row['explain']:.0f}" if "explain" in row else DASH)
             cells.append(row.get("gpu_memory") or DASH)
             cells.append(f"{row['rss_mib']:.0f} MiB" if "rss_mib" in row else DASH)
@@ -727,8 +729,10 @@ def engine(ctx: Context) -> Result:
     result.note(
         f"{sizes.model}; the service's Engine.run (pixels copied from its pinned batch "
         "buffer, outputs copied back): the best of ≥ 3 runs over "
-        f"{sizes.engine_seconds:g} s per cell; GPU memory is nvidia-smi's for this "
-        "process after the row's runs"
+        f"{sizes.engine_seconds:g} s per cell; 2 lanes: two batches in flight at once "
+        "(VIT_ENGINE_LANES=2; Engine.measure, the best of two windows), against the batch "
+        "column left of it: whether the GPU gains from a second lane; GPU memory is "
+        "nvidia-smi's for this process after the row's runs"
     )
     return result
 
@@ -749,12 +753,16 @@ def _engine_row(ctx: Context, folder: Path, cuda_graphs: bool) -> dict[str, Any]
         ctx.providers,
         max_batch_size=max(sizes.engine_batches),
         cuda=CudaOptions(cuda_graphs=cuda_graphs),
+        lanes=1 if cuda_graphs else 2,  # a CUDA graph replays one batch at a time
     )
     x = engine.batch_buffer
     x[...] = np.random.default_rng(0).integers(0, 256, x.shape, dtype=np.uint8)
     row: dict[str, Any] = {"providers": engine.providers, "fast": {}}
     for b in sizes.engine_batches:
         row["fast"][b] = best_rate(lambda b=b: engine.run(FAST, x[:b]), b, sizes.engine_seconds)
+    if len(engine.lanes) > 1:
+        b = max(sizes.engine_batches)
+        row["two_lanes"] = engine.measure([b], threading.Event(), sizes.engine_seconds)[b]
     b = sizes.explain_batch
     row["explain"] = best_rate(lambda: engine.run(EXPLAIN, x[:b]), b, sizes.engine_seconds)
     row["gpu_memory"] = gpu_memory()

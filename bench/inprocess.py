@@ -5,8 +5,9 @@
 Closed loop with `concurrency` images in flight, as that many clients would keep: each round
 decodes and preprocesses them in the same thread pool the service uses (preprocess_threads), then
 runs them through the same Engine in calls of at most max_batch_size (0, the default: measured and
-chosen at start as the service's engine does), each image written into its row of the engine's
-batch buffer as the batcher writes it, and every image's latency is the round's. JPEGs are
+chosen at start as the service's engine does), its lanes running batches at once as the batcher's
+workers do, each image written into its row of its lane's batch buffer, and every image's latency
+is the round's. JPEGs are
 decoded as the service's default does (at the smallest DCT scale that covers the input). Nothing
 waits for company and nothing crosses a socket, so this is the best an HTTP service with these
 parts can do on this machine.
@@ -21,6 +22,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
@@ -38,10 +41,11 @@ def run(
     max_batch_size: int = 0,
     threads: int = 4,
     max_image_pixels: int = 40_000_000,
+    lanes: int = 1,
 ) -> tuple[list[float], float]:
     """(per-image latencies in seconds, the measured window in seconds)."""
     manifest = load_bundle(bundle)
-    engine = Engine(bundle, manifest, "cpu", max_batch_size=max_batch_size or None)
+    engine = Engine(bundle, manifest, "cpu", max_batch_size=max_batch_size or None, lanes=lanes)
     if not max_batch_size:
         measured = engine.measure(batch_candidates(engine.capacity), threading.Event())
         max_batch_size = choose_batch_size(measured)
@@ -49,21 +53,23 @@ def run(
         manifest.preprocess, manifest.image_size, max_image_pixels, manifest.pixels,
         scaled_decode=True,
     )  # fmt: skip
-    buffer = engine.batch_buffer  # (max_batch_size, *row), as the batcher fills it
     images = photos(64)
     latencies: list[float] = []
-    with ThreadPoolExecutor(threads) as pool:
+    lane_count = len(engine.lanes)
+
+    def lane_work(lane: int, pixels: list[np.ndarray]) -> None:
+        """Every lane_count-th batch of the round, from `lane`, through its own buffer."""
+        for i in range(lane * max_batch_size, len(pixels), lane_count * max_batch_size):
+            engine.run_rows(FAST, pixels[i : i + max_batch_size], lane)
+
+    with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(lane_count) as runners:
         started = time.perf_counter()
         measured_from, stop = started + warmup_s, started + warmup_s + seconds
         done = 0
         while (now := time.perf_counter()) < stop:
             batch = [images[(done + i) % len(images)] for i in range(concurrency)]
             pixels = [p.pixels for p in pool.map(prepare, batch)]
-            for i in range(0, concurrency, max_batch_size):
-                rows = pixels[i : i + max_batch_size]
-                for row, x in zip(buffer, rows, strict=False):
-                    row[...] = x
-                engine.run(FAST, buffer[: len(rows)])
+            list(runners.map(lane_work, range(lane_count), [pixels] * lane_count))
             finished = time.perf_counter()
             if now >= measured_from:
                 latencies += [finished - now] * concurrency
@@ -80,10 +86,12 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--max-batch-size", type=int, default=0, help="0: measured")
     p.add_argument("--threads", type=int, default=4, help="preprocess threads")
+    p.add_argument("--lanes", type=int, default=1, help="batches in flight (VIT_ENGINE_LANES)")
     args = p.parse_args()
     latencies, window = run(
-        args.bundle, args.concurrency, args.seconds, args.warmup, args.max_batch_size, args.threads
-    )
+        args.bundle, args.concurrency, args.seconds, args.warmup, args.max_batch_size,
+        args.threads, lanes=args.lanes,
+    )  # fmt: skip
     print(json.dumps({"latencies": latencies, "window": window}))  # read by bench/load.py
 
 

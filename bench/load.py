@@ -3,7 +3,8 @@ with, over loopback HTTP.
 
     python bench/load.py [--bundle models/demo] [--seconds 15] [--rounds 2]
                          [--concurrency 1 8 32] [--overload-seconds 15] [--json results.json]
-                         [--litserve-python PYTHON]
+                         [--litserve-python PYTHON] [--variant "1 lane=--engine-lanes=1"]
+                         [--baseline]
 
 First the front-end capacity (bench/frontend.py: images/s per server core with a model that costs
 nothing). Then closed-loop clients (bench/rawload.py: raw keep-alive HTTP/1.1, prebuilt requests)
@@ -14,6 +15,10 @@ post realistic 640×480 JPEGs to /classify, `concurrency` at a time, for a bound
     naive       bench/naive_server.py: one ONNX Runtime call per request
     litserve    bench/litserve_server.py (with --litserve-python, an interpreter that has it):
                 LitServe's batching (up to 8, 5 ms), its worker process, multipart uploads
+    NAME        (--variant NAME=FLAGS) the service with vit-serve flags, comma-separated: a
+                setting tried beside the default (the bench clears VIT_* from the servers)
+    baseline    (--baseline) the service before the engine/front split (bench/servers.BASELINE,
+                checked out beside this one), with the same decode as the others
 
 Every server decodes as the service does by default (the scaled JPEG decode), so the comparison
 is about serving. All servers stay up through the run, and each round runs every system once in a
@@ -34,7 +39,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +55,9 @@ from bench.overload import Overload, open_loop, overload_table  # noqa: E402
 from bench.pictures import photos  # noqa: E402
 from bench.rawload import Capacity, measure, post  # noqa: E402
 from bench.servers import (  # noqa: E402
+    BASELINE,
+    baseline_bundle,
+    baseline_command,
     featherweight,
     free_port,
     litserve_command,
@@ -57,6 +65,7 @@ from bench.servers import (  # noqa: E402
     service_command,
     serving,
     vit_ti16,
+    worktree,
 )
 
 MAX_WAIT_MS = 5.0
@@ -111,17 +120,30 @@ def combine(samples: list[Sample]) -> Stats:
 
 
 @contextmanager
-def servers(bundle: Path, litserve_python: str | None) -> Iterator[dict[str, str]]:
+def servers(
+    bundle: Path, litserve_python: str | None, variants: list[str], baseline: bool
+) -> Iterator[dict[str, str]]:
     """The HTTP systems, up and warm, for the whole run."""
     commands = {
         "service": service_command(bundle, free_port(), None, MAX_WAIT_MS, QUEUE),
         "naive": naive_command(bundle, free_port()),
     }
+    for variant in variants:
+        name, _, flags = variant.partition("=")
+        commands[name] = service_command(
+            bundle, free_port(), None, MAX_WAIT_MS, QUEUE, *filter(None, flags.split(","))
+        )
     if litserve_python:
         commands["litserve"] = litserve_command(
             litserve_python, bundle, free_port(), LITSERVE_BATCH, MAX_WAIT_MS
         )
-    with serving(commands) as running:
+    with ExitStack() as stack:
+        if baseline:
+            old = stack.enter_context(worktree(BASELINE))
+            before = service_command(baseline_bundle(old, "vit_ti16"), free_port(), None,
+                                     MAX_WAIT_MS, QUEUE, "--exact-decode=false")  # fmt: skip
+            commands["baseline"] = baseline_command(old, before)
+        running = stack.enter_context(serving(commands))
         yield running.urls
 
 
@@ -137,7 +159,7 @@ def bodies(images: list[bytes]) -> dict[str, list[bytes]]:
         ]), f"multipart/form-data; boundary={boundary}")
         for i, image in enumerate(images)
     ]  # fmt: skip
-    return {"service": raw, "naive": raw, "litserve": uploads}
+    return defaultdict(lambda: raw, litserve=uploads)  # every other system reads the raw JPEG
 
 
 def ceiling(bundle: Path, concurrency: int, seconds: float, warmup: float) -> Sample:
@@ -228,6 +250,14 @@ def main() -> None:
     p.add_argument("--overload-seconds", type=float, default=15, help="0 skips the overload run")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--litserve-python", help="an interpreter with LitServe: compare with it too")
+    p.add_argument("--variant", action="append", default=[],
+                   help='NAME=FLAGS: the service with these vit-serve flags too, e.g. '
+                   '"1 lane=--engine-lanes=1"')  # fmt: skip
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help=f"the service before the split ({BASELINE}) too, with the same decode",
+    )
     args = p.parse_args()
     bundle = args.bundle or vit_ti16()
     images = photos(64)
@@ -242,7 +272,7 @@ def main() -> None:
 
     samples: dict[tuple[str, int], list[Sample]] = defaultdict(list)
     overloads: dict[str, Overload] = {}
-    with servers(bundle, args.litserve_python) as urls:
+    with servers(bundle, args.litserve_python, args.variant, args.baseline) as urls:
         systems = ["in-process", *urls]
         for c in args.concurrency:
             for r in range(args.rounds):

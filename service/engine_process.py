@@ -59,6 +59,7 @@ def open_engine(settings: Settings, manifest: BundleManifest) -> Engine:
         cuda=CudaOptions.from_settings(settings),
         device_rows=settings.decode == "device"
         or (settings.decode == "auto" and not device_decoding_missing()),
+        lanes=settings.engine_lanes,
     )
 
 
@@ -98,6 +99,7 @@ class EngineHost:
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue_images=settings.max_queue_images,
             metrics=metrics,
+            lanes=len(engine.lanes),
             on_death=lambda: self._fail("the batch worker has stopped"),
             on_held=self._publish_held,
         )
@@ -122,11 +124,13 @@ class EngineHost:
         self._warm_thread = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
 
     def info(self) -> dict[str, Any]:
-        """What GET /model shows of how the engine runs: its providers, and its batch size,
-        pinned by the settings or chosen from the images/s measured at each size."""
+        """What GET /model shows of how the engine runs: its providers, its lanes (batches in
+        flight at once), and its batch size, pinned by the settings or chosen from the images/s
+        measured at each size with every lane running."""
         return {
             "providers": self.engine.providers,
             "decode": self.decode,
+            "lanes": len(self.engine.lanes),
             "max_batch_size": self.batcher.max_batch_size,
             "batch_size_measured": {
                 str(size): round(rate, 1) for size, rate in self.measured.items()

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         le=1024,
         description="most images per ONNX Runtime call (unset: measured at warm-up and chosen)",
     )
+    # A second batch in flight may fill the stretches of a CPU run that leave a core waiting; on
+    # 2 cores it measured within the noise of one lane (docs/benchmarks.md), so one it is until a
+    # bigger host or a GPU (bench/gpu.sh measures it) says otherwise (service/inference/engine.py).
+    engine_lanes: int = Field(1, ge=1, le=16, description="batches the engine runs at once")
     # Paid only while more images are on their way (requests still decoding): a lone request on
     # an idle engine runs at once.
     max_wait_ms: float = Field(

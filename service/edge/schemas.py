@@ -74,12 +74,15 @@ class AttentionResponse(BaseModel):
 
 
 class Batching(BaseModel):
+    lanes: int = Field(
+        description="batches the engine runs at once: VIT_ENGINE_LANES (1 unless set)"
+    )
     max_batch_size: int = Field(
         description="most images per ONNX Runtime call: VIT_MAX_BATCH_SIZE, or chosen at warm-up"
     )
     batch_size_measured: dict[str, float] = Field(
-        description="images/s of the fast graph at each batch size measured at warm-up, when "
-        "the size was chosen rather than pinned ({} when pinned)"
+        description="images/s of the fast graph at each batch size measured at warm-up with "
+        "every lane running, when the size was chosen rather than pinned ({} when pinned)"
     )
     max_wait_ms: float
     max_queue_images: int

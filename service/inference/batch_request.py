@@ -31,7 +31,7 @@ class Request:
         self.graph, self.n, self.future = graph, n, future
         self.submitted = time.monotonic()
         self.queued = n  # images still in the queue (guarded by the batcher's lock)
-        self.remaining = n  # images without an answer yet (worker thread only)
+        self.remaining = n  # images without an answer yet (guarded by the batcher's lock)
         self.rows: dict[str, np.ndarray] = {}
         self.queue_s = self.inference_s = 0.0
         self.batches = 0

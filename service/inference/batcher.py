@@ -4,19 +4,21 @@
     ... decode and preprocess the n images ...
     future = reservation.submit("fast", images)   # concurrent.futures.Future[BatchResult]
 
-One worker thread takes, per graph, as many queued images as there are up to max_batch_size. A
-batch that is not full waits for more only while more are on their way (room reserved by requests
-still decoding), and at most max_wait_s from its oldest image: a lone request on an idle engine runs
-at once, and whatever queued while the engine was busy runs as soon as it is free. It hands the
-batch's rows to the engine, which writes each into its row of one preallocated buffer (pinned on
-CUDA, or on the GPU itself when the images were decoded there: no per-batch allocation, no
-np.stack) and runs one call on the first B rows; each request gets its own answers, in order,
-and a request bigger than a batch is split and put back together. Room is reserved before
-decoding, so max_queue_images bounds everything accepted and not yet running, and an overloaded
-service refuses before spending a cycle on decoding.
+A worker thread per engine lane takes, per graph, as many queued images as there are up to
+max_batch_size, so up to `lanes` batches run at once (engine.py: why a CPU has two). A batch
+that is not full waits for more only while more are on their way (room reserved by requests still
+decoding), and at most max_wait_s from its oldest image: a lone request on an idle engine runs at
+once, and whatever queued while the engine was busy runs as soon as it is free. It hands the
+batch's rows to the engine, which writes each into its row of the lane's preallocated buffer
+(pinned on CUDA, or on the GPU itself when the images were decoded there: no per-batch
+allocation, no np.stack) and runs one call on the first B rows; each request gets its own
+answers, in order, and a request bigger than a batch is split and put back together (its parts
+may run on two lanes at once). Room is reserved before decoding, so max_queue_images bounds
+everything accepted and not yet running, and an overloaded service refuses before spending a
+cycle on decoding.
 
 Every future is completed: with a result; with BatchFailed when its batch raised (the worker
-carries on); with WorkerDied when the worker itself died (the batcher is then dead for good and
+carries on); with WorkerDied when a worker itself died (the batcher is then dead for good and
 `alive` is False); or by its caller cancelling it (timeout, client gone), which drops its images
 from the queue before they run.
 """
@@ -40,9 +42,9 @@ from vit_core.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 
 log = logging.getLogger(__name__)
 
-# (graph, the batch's B rows) → every output, (B, ...): the engine writes the rows into its batch
-# buffer and runs the graph on them where they lie (Engine.run_rows)
-RunFn = Callable[[str, Sequence[Row]], Mapping[str, np.ndarray]]
+# (graph, the batch's B rows, lane) → every output, (B, ...): the engine writes the rows into the
+# lane's batch buffer and runs the graph on them where they lie (Engine.run_rows)
+RunFn = Callable[[str, Sequence[Row], int], Mapping[str, np.ndarray]]
 State = Literal["new", "running", "closing", "closed", "dead"]
 
 
@@ -56,6 +58,7 @@ class Batcher:
         max_wait_s: float,
         max_queue_images: int,
         metrics: Metrics,
+        lanes: int = 1,
         on_death: Callable[[], None] | None = None,
         on_held: Callable[[int], None] | None = None,
     ) -> None:
@@ -70,9 +73,12 @@ class Batcher:
         # takes the lock again when that happens under it.
         self._cond = threading.Condition()
         self._held = 0  # images reserved or queued, not yet taken into a batch
-        self._running: list[Entry] = []  # the batch in the ONNX Runtime call right now
+        self._running: dict[int, list[Entry]] = {}  # by lane: the batches in ONNX Runtime now
         self._state: State = "new"
-        self._thread = threading.Thread(target=self._work, name="batcher", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._work, args=(lane,), name=f"batcher-{lane}", daemon=True)
+            for lane in range(lanes)
+        ]
         for g in self._queues:
             metrics.queue_depth.labels(g).set(0)
 
@@ -80,8 +86,8 @@ class Batcher:
 
     @property
     def alive(self) -> bool:
-        """Taking work: started, not draining, and the worker thread is running."""
-        return self._state == "running" and self._thread.is_alive()
+        """Taking work: started, not draining, and every worker thread is running."""
+        return self._state == "running" and all(t.is_alive() for t in self._threads)
 
     @property
     def state(self) -> State:
@@ -97,7 +103,8 @@ class Batcher:
             if self._state != "new":
                 raise RuntimeError(f"cannot start a batcher that is {self._state}")
             self._state = "running"
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def check_room(self) -> None:
         """Refuse now if not even one more image would be taken: cheaper than reading a request
@@ -171,7 +178,9 @@ class Batcher:
             if self._state == "running":
                 self._state = "closing"
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             left = self._drain_queues()
             if self._state != "dead":
@@ -185,22 +194,22 @@ class Batcher:
 
     # -- the worker --------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, lane: int) -> None:
         try:
-            while (batch := self._next_batch()) is not None:
-                self._run_batch(*batch)
+            while (batch := self._next_batch(lane)) is not None:
+                self._run_batch(lane, *batch)
         except BaseException:  # a bug or a fatal error in the worker itself, not in a batch
             log.critical("the batch worker died; failing every waiting request", exc_info=True)
             self._die()
 
-    def _next_batch(self) -> tuple[str, list[Entry]] | None:
+    def _next_batch(self, lane: int) -> tuple[str, list[Entry]] | None:
         with self._cond:
             while True:
                 if self._state in ("closed", "dead"):
                     return None
                 graph, wait = self._due(time.monotonic())
                 if graph is not None:
-                    return graph, self._take(graph)
+                    return graph, self._take(graph, lane)
                 if self._state == "closing" and self._held == 0:
                     return None
                 self._cond.wait(wait)
@@ -225,21 +234,22 @@ class Batcher:
                 wait = deadline - now if wait is None else min(wait, deadline - now)
         return due, wait
 
-    def _take(self, graph: str) -> list[Entry]:
+    def _take(self, graph: str, lane: int) -> list[Entry]:
         queue = self._queues[graph]
         batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
         for entry in batch:
             entry.request.queued -= 1
         self._hold(-len(batch))
-        self._running = batch
+        self._running[lane] = batch
         self._metrics.queue_depth.labels(graph).set(len(queue))
         return batch
 
-    def _run_batch(self, graph: str, entries: list[Entry]) -> None:
-        self._infer(graph, entries)
-        self._running = []  # not on a BaseException: _die fails this batch's requests too
+    def _run_batch(self, lane: int, graph: str, entries: list[Entry]) -> None:
+        self._infer(lane, graph, entries)
+        with self._cond:  # not on a BaseException: _die fails this batch's requests too
+            self._running.pop(lane, None)
 
-    def _infer(self, graph: str, entries: list[Entry]) -> None:
+    def _infer(self, lane: int, graph: str, entries: list[Entry]) -> None:
         # A request cancelled between the take and now is not worth a row of compute.
         live = [e for e in entries if not e.request.future.done()]
         requests = list(dict.fromkeys(e.request for e in live))  # unique, in order
@@ -250,7 +260,7 @@ class Batcher:
         for e in live:
             wait.observe(started - e.request.submitted)
         try:
-            outputs = self._run(graph, [e.pixels for e in live])
+            outputs = self._run(graph, [e.pixels for e in live], lane)
             for name, out in outputs.items():
                 if out.shape[0] != len(live):
                     raise ValueError(f"output {name} has {out.shape[0]} rows for {len(live)}")
@@ -263,17 +273,19 @@ class Batcher:
         elapsed = time.monotonic() - started
         self._metrics.inference_duration.labels(graph).observe(elapsed)
         self._metrics.batch_size.labels(graph).observe(len(live))
-        for row, e in enumerate(live):
-            e.request.deliver(e.index, outputs, row)
-        for request in requests:
-            request.finish_batch(started, elapsed)
+        with self._cond:  # a request split over two lanes' batches is put together by both
+            for row, e in enumerate(live):
+                e.request.deliver(e.index, outputs, row)
+            for request in requests:
+                request.finish_batch(started, elapsed)
 
     def _die(self) -> None:
         with self._cond:
             self._state = "dead"
-            victims = list(dict.fromkeys(e.request for e in self._running))
+            running = [e for batch in self._running.values() for e in batch]
+            victims = list(dict.fromkeys(e.request for e in running))
             victims += [r for r in self._drain_queues() if r not in victims]
-            self._running = []
+            self._running = {}
             self._cond.notify_all()
         self._metrics.failures.labels("worker_died").inc()
         if self._on_death is not None:  # before the answers: a client told 500 then sees 503

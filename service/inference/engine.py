@@ -1,22 +1,33 @@
-"""ONNX Runtime sessions for a bundle's graphs: provider choice, the batch buffer, warm-up.
+"""ONNX Runtime sessions for a bundle's graphs: provider choice, the batch lanes, warm-up.
 
 Provider policy (VIT_PROVIDERS): "cpu" uses the CPU; "cuda" uses CUDA or refuses to start; "auto"
 uses CUDA when a session can actually be created on it and otherwise says so in one log line and
 runs on the CPU. ONNX Runtime itself falls back silently when the CUDA libraries are missing, so
 the check is on the providers the session reports, not on the ones asked for.
 
-The engine owns the batch buffer (engine_io.HostBuffer): the batcher writes each image's row into
-it and `run` binds its first B rows where they lie.
+The engine owns its lanes: each a batch buffer (engine_io.HostBuffer) and a binding per graph, so
+that as many batches as there are lanes can be in flight at once. The batcher's worker for a lane
+writes each image's row into that lane's buffer and `run_rows` binds its first B rows where they
+lie.
+
+Why lanes: on a CPU one batched run has stretches (layer norms, softmax, the small matmuls of one
+head) that leave a core waiting, which a second batch in flight can fill while a lone image still
+gets every core; on a GPU a second lane could overlap one batch's copies with the other's
+kernels. One lane is the default on both until a measurement says otherwise: on this project's
+2-core machine two lanes served ViT-Ti/16 within the noise of one (-4 to +6 % at 8 and 32
+connections over four runs: `bench/load.py --variant`; docs/benchmarks.md), and bench/gpu.sh
+measures two lanes on CUDA the day a GPU is lent.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +51,11 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 # The largest batch the engine may choose when none is pinned: a GPU keeps gaining to 128–256
 # (ViT-B/16 fp16 on an A100 peaks at 256), a CPU peaks at a few to a few tens.
 AUTO_LIMIT = {CUDA: 256, CPU: 64}
-MEASURE_S = 0.3  # per candidate batch size: runs until then (two at least, MEASURE_RUNS at most)
-MEASURE_RUNS = 20
+MEASURE_S = 0.3  # per candidate batch size, in WINDOWS windows (a run per lane at least in each)
+# The best window kept: what slows one is the machine's other work (a front starting), not the
+# graph's; on a CPU the sizes differ by less than one disturbed window does.
+WINDOWS = 2
+MEASURE_RUNS = 10  # per lane and window, at most
 DROP = 0.8  # two sizes in a row serving under this fraction of the best end the measuring
 _NP_DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
@@ -62,8 +76,18 @@ class EngineError(RuntimeError):
         self.setting = setting
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One batch in flight: the buffer its rows are written into and, per graph, the runner that
+    binds them where they lie. A lane is used by one thread at a time."""
+
+    buffer: BatchBuffer
+    runners: dict[str, Runner]
+
+
 class Engine:
-    """One session per graph role ("fast", "explain"); `run` is called by one thread at a time."""
+    """One session per graph role ("fast", "explain"), shared by its lanes: lane i is run by one
+    thread at a time, different lanes at once."""
 
     def __init__(
         self,
@@ -74,9 +98,11 @@ class Engine:
         max_batch_size: int | None = None,
         cuda: CudaOptions | None = None,
         device_rows: bool = False,
+        lanes: int = 1,
     ) -> None:
         """device_rows: images are decoded on the GPU (device_decode.py): on CUDA the batch
-        buffer is then device memory, which they are resized into."""
+        buffers are then device memory, which they are resized into. lanes: batches in flight at
+        once (the module's docstring: why one by default)."""
         self.manifest = manifest
         cuda = cuda or CudaOptions()
         self.sessions: dict[str, ort.InferenceSession] = {}
@@ -114,31 +140,38 @@ class Engine:
             log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
         on_cuda = self.provider == CUDA
         self.input_dtype = _NP_DTYPES[manifest.pixels.dtype]  # every graph takes the same pixels
-        row = tuple(manifest.pixels.shape(manifest.image_hw))
+        if on_cuda and device_rows and cuda.cuda_graphs:  # a replay reads its own input
+            raise EngineError(
+                "VIT_CUDA_GRAPHS=true replays host rows; with VIT_DECODE=device the rows "
+                "are on the GPU already: turn one of them off",
+                "cuda_graphs",
+            )
+        if on_cuda and cuda.cuda_graphs and lanes > 1:  # one captured graph per batch size
+            raise EngineError(
+                f"VIT_CUDA_GRAPHS=true replays one batch at a time; VIT_ENGINE_LANES={lanes}",
+                "cuda_graphs",
+            )
+        # Only what the service reads is fetched: an output nobody serves is never copied out.
+        self._outputs: dict[str, list[str]] = {r: list(OUTPUTS[r]) for r in manifest.graphs}
         # Rows for the largest batch the engine may run: a pinned size, or the largest it may
         # choose from when it measures its graphs (batch_sizes.py).
         rows = max_batch_size or AUTO_LIMIT[self.provider]
-        self.buffer: BatchBuffer = HostBuffer(rows, row, self.input_dtype, on_cuda)
+        self.lanes = [self._lane(rows, on_cuda, device_rows, cuda) for _ in range(lanes)]
+
+    def _lane(self, rows: int, on_cuda: bool, device_rows: bool, cuda: CudaOptions) -> Lane:
+        row = tuple(self.manifest.pixels.shape(self.manifest.image_hw))
+        buffer: BatchBuffer = HostBuffer(rows, row, self.input_dtype, on_cuda)
         if on_cuda and device_rows:
-            if cuda.cuda_graphs:  # a replay reads its own input, filled from host rows
-                raise EngineError(
-                    "VIT_CUDA_GRAPHS=true replays host rows; with VIT_DECODE=device the rows "
-                    "are on the GPU already: turn one of them off",
-                    "cuda_graphs",
-                )
             from service.inference.device_decode import DeviceBuffer
 
-            self.buffer = DeviceBuffer(rows, row, self.input_dtype)
-        # Only what the service reads is fetched: an output nobody serves is never copied out.
-        self._outputs: dict[str, list[str]] = {r: list(OUTPUTS[r]) for r in manifest.graphs}
-        self._runners: dict[str, Runner] = {}
-        for graph_name, names in self._outputs.items():
-            session = self.sessions[graph_name]
-            self._runners[graph_name] = (
-                GraphReplayRunner(session, names)
-                if on_cuda and cuda.cuda_graphs
-                else BoundRunner(session, names, "cuda" if on_cuda else "cpu")
-            )
+            buffer = DeviceBuffer(rows, row, self.input_dtype)
+        runners: dict[str, Runner] = {
+            graph: GraphReplayRunner(self.sessions[graph], names)
+            if on_cuda and cuda.cuda_graphs
+            else BoundRunner(self.sessions[graph], names, "cuda" if on_cuda else "cpu")
+            for graph, names in self._outputs.items()
+        }
+        return Lane(buffer, runners)
 
     @property
     def providers(self) -> list[str]:
@@ -146,42 +179,53 @@ class Engine:
         return list(next(iter(self.sessions.values())).get_providers())
 
     @property
+    def buffer(self) -> BatchBuffer:
+        """The first lane's batch buffer."""
+        return self.lanes[0].buffer
+
+    @property
     def capacity(self) -> int:
-        """The most rows a batch may have: the batch buffer's."""
+        """The most rows a batch may have: a batch buffer's."""
         return self.buffer.shape[0]
 
     @property
     def batch_buffer(self) -> np.ndarray:
-        """(capacity, *row) as the graphs take it, e.g. (B, H, W, 3) uint8, in host memory: the
-        buffer itself, or (when it is on the GPU) zeros of its shape for warming up."""
-        if isinstance(self.buffer, HostBuffer):
-            return self.buffer.array
-        return np.zeros(self.buffer.shape, self.buffer.dtype)
+        """The first lane's rows as host memory (see `host_rows`)."""
+        return self.host_rows(0)
 
-    def run_rows(self, graph: str, rows: Sequence[Row]) -> Outputs:
-        """A batch: each row written into its row of the batch buffer (a copy of a host row, or
-        a device row resized into place), then the graph run on the first len(rows) rows where
-        they lie → every output the service reads, as float32 arrays (B, ...)."""
-        if len(rows) > self.buffer.shape[0]:
-            raise ValueError(f"a batch of {len(rows)} for a buffer of {self.buffer.shape[0]} rows")
+    def host_rows(self, lane: int) -> np.ndarray:
+        """(capacity, *row) as the graphs take it, e.g. (B, H, W, 3) uint8, in host memory: the
+        lane's buffer itself, or (when it is on the GPU) zeros of its shape for warming up."""
+        buffer = self.lanes[lane].buffer
+        if isinstance(buffer, HostBuffer):
+            return buffer.array
+        return np.zeros(buffer.shape, buffer.dtype)
+
+    def run_rows(self, graph: str, rows: Sequence[Row], lane: int = 0) -> Outputs:
+        """A batch on `lane`: each row written into its row of the lane's buffer (a copy of a
+        host row, or a device row resized into place), then the graph run on the first len(rows)
+        rows where they lie → every output the service reads, as float32 arrays (B, ...)."""
+        buffer = self.lanes[lane].buffer
+        if len(rows) > buffer.shape[0]:
+            raise ValueError(f"a batch of {len(rows)} for a buffer of {buffer.shape[0]} rows")
         for index, row in enumerate(rows):
             if isinstance(row, np.ndarray):
-                self.buffer.put(index, row)
+                buffer.put(index, row)
             else:
-                row.write(self.buffer, index)
-        if isinstance(self.buffer, HostBuffer):
-            return self.run(graph, self.buffer.array[: len(rows)])
-        runner = self._runners[graph]
+                row.write(buffer, index)
+        if isinstance(buffer, HostBuffer):
+            return self.run(graph, buffer.array[: len(rows)], lane)
+        runner = self.lanes[lane].runners[graph]
         assert isinstance(runner, BoundRunner), "CUDA graphs replay host rows only"
-        shape = [len(rows), *self.buffer.shape[1:]]
-        values = runner.run_at(self.buffer.device, self.buffer.address(0), self.buffer.dtype, shape)
+        shape = [len(rows), *buffer.shape[1:]]
+        values = runner.run_at(buffer.device, buffer.address(0), buffer.dtype, shape)
         return self._as_outputs(graph, values)
 
-    def run(self, graph: str, pixels: np.ndarray) -> Outputs:
-        """pixels (B, *row) as the graphs take them, best the first B rows of `batch_buffer` →
-        every output the service reads, as float32 arrays (B, ...)."""
+    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> Outputs:
+        """pixels (B, *row) as the graphs take them, best the first B rows of the lane's
+        `host_rows` → every output the service reads, as float32 arrays (B, ...)."""
         x = np.ascontiguousarray(pixels, self.input_dtype)  # the buffer's rows: as they are
-        return self._as_outputs(graph, self._runners[graph](x))
+        return self._as_outputs(graph, self.lanes[lane].runners[graph](x))
 
     def _as_outputs(self, graph: str, values: list[np.ndarray]) -> Outputs:
         names = self._outputs[graph]
@@ -190,30 +234,52 @@ class Engine:
     def measure(
         self, candidates: list[int], stop: threading.Event, seconds: float = MEASURE_S
     ) -> dict[int, float]:
-        """Images per second of the fast graph at each candidate batch size, smallest first, from
-        its fastest run (timeit's rule: the slower runs are the machine's other work, not the
-        graph's). It stops after two sizes in a row serve clearly less than the best so far (a
-        larger one would only cost memory); the arena they grew is given back at the end."""
-        x = self.batch_buffer
-        x[...] = 0
+        """Images per second of the fast graph at each candidate batch size, smallest first, with
+        every lane running batches of that size at once. It stops after two sizes in a row serve
+        clearly less than the best so far (a larger one would only cost memory); the arena they
+        grew is given back at the end."""
         measured: dict[int, float] = {}
-        for size in candidates:
-            if stop.is_set() or size > len(x):
-                break
-            self.run(FAST, x[:size])  # the first run pays for allocations and kernel choices
-            fastest, deadline = math.inf, time.perf_counter() + seconds
-            for _ in range(MEASURE_RUNS):
-                started = time.perf_counter()
-                self.run(FAST, x[:size])
-                fastest = min(fastest, time.perf_counter() - started)
-                if started > deadline:
+        lanes = range(len(self.lanes))
+        with ThreadPoolExecutor(len(self.lanes), "measure") as pool:
+            for size in candidates:
+                if stop.is_set() or size > self.capacity:
                     break
-            measured[size] = size / fastest
-            best = max(measured.values())
-            if len(measured) > 2 and all(measured[s] < DROP * best for s in list(measured)[-2:]):
-                break
+                list(pool.map(lambda n: self.run(FAST, self._zeros(n, size), n), lanes))  # noqa: B023
+                window = seconds / WINDOWS
+                measured[size] = max(self._window(pool, size, window) for _ in range(WINDOWS))
+                best, last_two = max(measured.values()), list(measured.values())[-2:]
+                if len(measured) > 2 and all(rate < DROP * best for rate in last_two):
+                    break
         self._release_arena()
         return measured
+
+    def _window(self, pool: ThreadPoolExecutor, size: int, seconds: float) -> float:
+        """Images/s of every lane running batches of `size` at once for `seconds`."""
+        start = threading.Barrier(len(self.lanes))
+        lanes = range(len(self.lanes))
+        runs = list(pool.map(lambda n: self._runs(n, size, seconds, start), lanes))
+        images = size * sum(count for _, _, count in runs)
+        return images / (max(end for _, end, _ in runs) - min(begin for begin, _, _ in runs))
+
+    def _zeros(self, lane: int, size: int) -> np.ndarray:
+        x = self.host_rows(lane)[:size]
+        x[...] = 0
+        return x
+
+    def _runs(
+        self, lane: int, size: int, seconds: float, start: threading.Barrier
+    ) -> tuple[float, float, int]:
+        """Runs of `size` on `lane` for `seconds` (one at least, MEASURE_RUNS at most), begun
+        with the other lanes' → (started, ended, runs). The first run of each lane, before,
+        paid for allocations and kernel choices."""
+        x = self._zeros(lane, size)
+        start.wait()
+        started = time.perf_counter()
+        runs = 0
+        while runs < MEASURE_RUNS and (runs < 1 or time.perf_counter() < started + seconds):
+            self.run(FAST, x, lane)
+            runs += 1
+        return started, time.perf_counter(), runs
 
     def _release_arena(self) -> None:
         """One small run that shrinks ONNX Runtime's arenas to what is in use: the largest sizes
@@ -247,10 +313,16 @@ class Engine:
             self.run(graph, zeros[:size])
             if progress:
                 progress(done, len(steps))
+        if len(self.lanes) > 1:  # every lane at once: the arena holds what concurrent batches take
+            with ThreadPoolExecutor(len(self.lanes), "warm-up") as pool:
+                for graph in self.sessions:
+                    runs = [(graph, zeros[:max_batch_size], n) for n in range(len(self.lanes))]
+                    list(pool.map(lambda run: self.run(*run), runs))
         log.info(
-            "warmed %d graphs × batch sizes 1..%d in %.1f s",
+            "warmed %d graphs × batch sizes 1..%d (%d lanes) in %.1f s",
             len(self.sessions),
             max_batch_size,
+            len(self.lanes),
             time.perf_counter() - started,
         )
         return True

@@ -178,6 +178,7 @@ async def model(runtime: RuntimeDep) -> ModelInfo:
         decode=engine["decode"],
         preprocess=m.preprocess.model_dump(),
         batching=Batching(
+            lanes=engine["lanes"],
             max_batch_size=engine["max_batch_size"],
             batch_size_measured=engine["batch_size_measured"],
             max_wait_ms=s.max_wait_ms,

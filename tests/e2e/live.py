@@ -93,8 +93,8 @@ class Gated(Engine):
         self.gate.set()  # open for the warm-up
         self.entered = threading.Event()
 
-    def run(self, graph: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> dict[str, np.ndarray]:
         if not self.gate.is_set():
             self.entered.set()
             assert self.gate.wait(60), "the test never opened the gate"
-        return super().run(graph, pixels)
+        return super().run(graph, pixels, lane)

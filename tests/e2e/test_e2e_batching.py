@@ -59,3 +59,15 @@ def test_queue_and_inference_times_are_reported(
     assert server.sample("vit_preprocess_duration_seconds_count") == 1
     assert server.sample("vit_inference_duration_seconds_count", graph="fast") == 1
     assert server.sample("vit_images_total", endpoint="/classify") == 1
+
+
+def test_a_request_split_over_both_lanes_answers_as_its_images_do_alone(
+    serve: Callable[..., Server], draw: Callable[..., bytes]
+) -> None:
+    server = serve(max_batch_size=2, engine_lanes=2)  # its four batches run two at a time
+    assert httpx.get(f"{server.url}/model").json()["batching"]["lanes"] == 2
+    images = [draw(seed=s) for s in range(8)]
+    solo = [asyncio.run(embed_all(server.url, [[image]]))[0][0] for image in images]
+    (together,) = asyncio.run(embed_all(server.url, [images]))
+    np.testing.assert_allclose(together, np.stack(solo), rtol=1e-4, atol=1e-5)
+    assert server.sample("vit_batch_size_count", graph="fast") == 8 + 4  # four batches of two

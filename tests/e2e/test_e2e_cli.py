@@ -39,8 +39,10 @@ def vit_serve(
         (("--port", "http"), {}, "invalid setting port (--port / VIT_PORT)"),
         (("--providers", "tpu"), {}, "invalid setting providers"),
         (("--max-images-per-request", "999"), {}, "exceeds max_queue_images"),
+        ((), {"VIT_ENGINE_LANES": "17"},
+         "invalid setting engine_lanes (--engine-lanes / VIT_ENGINE_LANES)"),
     ],
-    ids=["env", "flag", "choice", "cross-field"],
+    ids=["env", "flag", "choice", "cross-field", "lanes"],
 )  # fmt: skip
 def test_invalid_settings_exit_2_naming_the_setting(
     tiny_bundle: Path, flags: tuple[str, ...], env: dict[str, str], message: str

@@ -45,13 +45,13 @@ class Faulty(Engine):
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
 
-    def run(self, graph: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> dict[str, np.ndarray]:
         if (pixels >= 1.0).all(axis=(1, 2, 3)).any():  # white normalises to exactly 1.0
             raise self.fault
         if self.hold is not None and not self.entered.is_set():
             self.entered.set()
             self.hold.wait()
-        return super().run(graph, pixels)
+        return super().run(graph, pixels, lane)
 
 
 async def post_all(url: str, images: list[bytes]) -> list[httpx.Response]:

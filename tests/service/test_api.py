@@ -140,6 +140,7 @@ def test_model_describes_what_is_served(client: TestClient) -> None:
     assert info["providers"] == ["CPUExecutionProvider"] and info["graphs"] == ["fast", "explain"]
     assert info["decode"] == "host"  # VIT_DECODE=auto on a CPU engine
     batching = info["batching"]
+    assert batching["lanes"] == 1  # one batch in flight unless VIT_ENGINE_LANES says more
     assert batching["max_wait_ms"] == 1  # as set; the batch size was measured and chosen:
     measured = {int(size): rate for size, rate in batching["batch_size_measured"].items()}
     assert batching["max_batch_size"] in measured and list(measured)[:3] == [1, 2, 4]

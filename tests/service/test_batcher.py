@@ -6,6 +6,7 @@ back per row, so every answer says which image it came from.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -32,28 +33,51 @@ class Fatal(BaseException):
 
 
 class Model:
-    """Records every batch; can hold the worker inside a call; fails on POISON if told to."""
+    """Records every batch and its lane; can hold the workers inside a call (counting how many
+    are in it at once); fails on POISON if told to."""
 
     def __init__(self, fail_with: BaseException | None = None) -> None:
         self.batches: list[list[float]] = []
+        self.lanes: list[int] = []
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
         self.fail_with = fail_with
+        self._inside = threading.Condition()
+        self.inside = 0  # calls in progress right now
 
-    def __call__(self, graph: str, rows: Sequence[np.ndarray]) -> Mapping[str, np.ndarray]:
+    def __call__(
+        self, graph: str, rows: Sequence[np.ndarray], lane: int
+    ) -> Mapping[str, np.ndarray]:
         pixels = np.stack(rows)  # (B, 3, 2, 2): what the engine's buffer would hold
         values = [float(v) for v in pixels[:, 0, 0, 0]]
-        self.batches.append(values)
+        with self._inside:
+            self.batches.append(values)
+            self.lanes.append(lane)
+            self.inside += 1
+            self._inside.notify_all()
         self.entered.set()
-        assert self.gate.wait(WAIT)
-        if self.fail_with is not None and POISON in values:
-            raise self.fail_with
-        return {"value": pixels[:, 0, 0, 0].copy(), "graph": np.full(len(values), len(graph))}
+        try:
+            assert self.gate.wait(WAIT)
+            if self.fail_with is not None and POISON in values:
+                raise self.fail_with
+            return {"value": pixels[:, 0, 0, 0].copy(), "graph": np.full(len(values), len(graph))}
+        finally:
+            with self._inside:
+                self.inside -= 1
+
+    def wait_inside(self, calls: int) -> bool:
+        """True once `calls` calls are in progress at the same time."""
+        with self._inside:
+            return self._inside.wait_for(lambda: self.inside >= calls, WAIT)
 
 
 def make(
-    model: Model, max_batch_size: int = 4, max_wait_s: float = WAIT, metrics: Metrics | None = None
+    model: Model,
+    max_batch_size: int = 4,
+    max_wait_s: float = WAIT,
+    metrics: Metrics | None = None,
+    lanes: int = 1,
 ) -> Batcher:
     """A batcher over model; max_wait_s is long unless a test needs the timer to fire."""
     return Batcher(
@@ -63,6 +87,7 @@ def make(
         max_wait_s=max_wait_s,
         max_queue_images=16,
         metrics=metrics or Metrics(),
+        lanes=lanes,
     )
 
 
@@ -319,3 +344,53 @@ def test_a_hung_future_is_impossible_after_close(model: Model) -> None:
             pass
         except FutureTimeout:  # pragma: no cover - the failure this test exists to catch
             pytest.fail("a future was left hanging")
+
+
+# -- lanes: batches in flight at once --------------------------------------------------------
+
+
+def test_two_lanes_run_two_batches_at_once(model: Model) -> None:
+    b = make(model, max_batch_size=2, lanes=2)
+    b.start()
+    model.gate.clear()
+    first = submit(b, 1, 2)
+    assert model.wait_inside(1)
+    second = submit(b, 3, 4)  # the first lane is busy: the second takes it
+    assert model.wait_inside(2)
+    model.gate.set()
+    assert answer(first) == [1, 2] and answer(second) == [3, 4]
+    assert sorted(model.lanes) == [0, 1]
+    b.close(WAIT)
+
+
+def test_a_request_split_over_two_lanes_is_put_back_together_in_order(model: Model) -> None:
+    b = make(model, max_batch_size=2, lanes=2)
+    b.start()
+    model.gate.clear()
+    future = submit(b, *range(6))  # three batches of two: two of them run at once
+    assert model.wait_inside(2)
+    model.gate.set()
+    assert answer(future) == [0, 1, 2, 3, 4, 5]
+    assert future.result().batches == 3 and set(model.lanes) == {0, 1}
+    b.close(WAIT)
+
+
+def test_a_dead_lane_fails_the_other_lanes_work_and_the_batcher_stops() -> None:
+    model = Model(fail_with=Fatal())
+    b = make(model, max_batch_size=1, lanes=2)
+    b.start()
+    model.gate.clear()
+    poisoned, *others = [submit(b, POISON), submit(b, 1)]  # one batch on each lane
+    assert model.wait_inside(2)
+    others += [submit(b, v) for v in (2, 3)]
+    model.gate.set()
+    with pytest.raises(WorkerDied):
+        poisoned.result(WAIT)
+    for value, f in zip((1, 2, 3), others, strict=True):
+        # the other lane answers what it ran before the death; the rest fails; none hangs
+        with contextlib.suppress(WorkerDied):
+            assert answer(f) == [value]
+    assert not b.alive and b.state == "dead"
+    with pytest.raises(NotReady, match="needs a restart"):
+        b.reserve(1)
+    b.close(WAIT)

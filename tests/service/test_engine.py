@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -138,26 +139,46 @@ def test_cuda_fails_hard_without_cuda(tiny_bundle: Path, manifest: BundleManifes
 
 
 class Recording(Engine):
-    """The real engine, remembering every batch shape it ran."""
+    """The real engine, remembering every batch shape it ran and on which lane."""
 
-    def __init__(self, folder: Path, manifest: BundleManifest) -> None:
-        super().__init__(folder, manifest, "cpu")
-        self.calls: list[tuple[str, int]] = []
+    def __init__(self, folder: Path, manifest: BundleManifest, lanes: int = 1) -> None:
+        super().__init__(folder, manifest, "cpu", lanes=lanes)
+        self.calls: list[tuple[str, int, int]] = []
 
-    def run(self, graph: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        self.calls.append((graph, len(pixels)))
-        return super().run(graph, pixels)
+    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> dict[str, np.ndarray]:
+        self.calls.append((graph, len(pixels), lane))
+        return super().run(graph, pixels, lane)
 
 
-def test_warm_up_runs_every_graph_at_every_batch_size(
+def test_warm_up_runs_every_graph_at_every_batch_size_then_every_lane_at_once(
     tiny_bundle: Path, manifest: BundleManifest
 ) -> None:
-    engine = Recording(tiny_bundle, manifest)
+    engine = Recording(tiny_bundle, manifest, lanes=2)
     steps: list[int] = []
     assert engine.warm_up(5, threading.Event(), lambda done, total: steps.append(total - done))
-    assert sorted(engine.calls) == sorted((g, b) for g in (FAST, EXPLAIN) for b in range(1, 6))
-    assert engine.calls[0] == (FAST, 5)  # largest first
+    sizes = [(g, b, 0) for g in (FAST, EXPLAIN) for b in range(5, 0, -1)]
+    assert engine.calls[: len(sizes)] == sizes  # largest first
+    at_once = sorted(engine.calls[len(sizes) :])
+    assert at_once == [(g, 5, n) for g in (EXPLAIN, FAST) for n in (0, 1)]
     assert steps[-1] == 0
+
+
+def test_lanes_run_batches_at_once_each_from_its_own_buffer(
+    tiny_bundle: Path, manifest: BundleManifest
+) -> None:
+    engine = Engine(tiny_bundle, manifest, "cpu", lanes=3)
+    buffers = {engine.host_rows(n).ctypes.data for n in range(3)}
+    assert len(engine.lanes) == 3 and len(buffers) == 3
+    batches = [pixels(4, seed=n) for n in range(3)]
+    alone = [engine.run(FAST, x)[LOGITS] for x in batches]
+    for _ in range(5):  # every lane at once, each writing and reading its own rows
+        with ThreadPoolExecutor(3) as pool:
+            runs = [(FAST, list(batches[n]), n) for n in range(3)]
+            together = list(pool.map(lambda run: engine.run_rows(*run), runs))
+        for n in range(3):
+            np.testing.assert_array_equal(together[n][LOGITS], alone[n])
+            np.testing.assert_array_equal(engine.host_rows(n)[:4], batches[n])
+    assert len(Engine(tiny_bundle, manifest, "cpu").lanes) == 1  # the default
 
 
 def test_warm_up_stops_when_asked(tiny_bundle: Path, manifest: BundleManifest) -> None:

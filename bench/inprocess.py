@@ -7,10 +7,9 @@ decodes and preprocesses them in the same thread pool the service uses (preproce
 runs them through the same Engine in calls of at most max_batch_size (0, the default: measured and
 chosen at start as the service's engine does), its lanes running batches at once as the batcher's
 workers do, each image written into its row of its lane's batch buffer, and every image's latency
-is the round's. JPEGs are
-decoded as the service's default does (at the smallest DCT scale that covers the input). Nothing
-waits for company and nothing crosses a socket, so this is the best an HTTP service with these
-parts can do on this machine.
+is the round's. JPEGs are decoded as the service's default does (at the smallest DCT scale that
+covers the input). Nothing waits for company and nothing crosses a socket, so this is the best an
+HTTP service with these parts can do on this machine.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from service.inference.outputs import softmax, top_k  # noqa: E402  (numpy only)
 from vit_core.bundle import FAST, INPUT, LOGITS, load_bundle  # noqa: E402
 from vit_core.images import Preprocessor  # noqa: E402
 
@@ -68,9 +69,8 @@ class ClassifyAPI(ls.LitAPI):  # type: ignore[misc]
         return list(output)
 
     def encode_response(self, logits: np.ndarray) -> dict[str, Any]:
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        top = np.argsort(-probs)[:TOP]
+        probs = softmax(logits[None])[0]  # (K,): the service's own softmax and top-k
+        top = top_k(probs[None], TOP)[0]
         found = [{"label": self.labels[i], "index": int(i), "score": float(probs[i])} for i in top]
         return {"results": [{"predictions": found}]}
 

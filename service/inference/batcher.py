@@ -5,7 +5,7 @@
     future = reservation.submit("fast", images)   # concurrent.futures.Future[BatchResult]
 
 A worker thread per engine lane takes, per graph, as many queued images as there are up to
-max_batch_size, so up to `lanes` batches run at once (engine.py: why a CPU has two). A batch
+max_batch_size, so up to `lanes` batches run at once (engine.py: when a second one pays). A batch
 that is not full waits for more only while more are on their way (room reserved by requests still
 decoding), and at most max_wait_s from its oldest image: a lone request on an idle engine runs at
 once, and whatever queued while the engine was busy runs as soon as it is free. It hands the

@@ -6,8 +6,9 @@ Inputs are encoded images, or (the Open Inference Protocol's `pixels` tensor) im
 preprocessed by the client, which skip the decoding but take the same queue, batches and limits.
 
 All under the request's deadline and raced against the client going away (the front's CANCEL).
-Either way out (timeout, disconnect) cancels the work: its images leave the queue before they
-run, and its room is given back.
+Either way out (timeout, disconnect), and a refused image, cancels the work: its images leave the
+decode and batch queues before they run, one being decoded is waited for, and its room is given
+back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -100,15 +101,15 @@ class Pipeline:
     async def _prepare_all(self, images: Inputs, keep_images: bool) -> list[Ready]:
         if isinstance(images, np.ndarray):  # already pixels: the rows as they are
             return [Ready(pixels, None) for pixels in images]
-        loop = asyncio.get_running_loop()
-        n = len(images)
         if self._decoder is not None and not keep_images:  # a heat-map's picture: the host's
-            return await loop.run_in_executor(self._executor, self._prepare_on_device, images)
-        return await asyncio.gather(
-            *(
-                loop.run_in_executor(self._executor, self._prepare, data, keep_images, i, n)
+            futures = [self._executor.submit(self._prepare_on_device, images)]
+            return (await _all_or_none(futures))[0]
+        n = len(images)
+        return await _all_or_none(
+            [
+                self._executor.submit(self._prepare, data, keep_images, i, n)
                 for i, data in enumerate(images)
-            )
+            ]
         )
 
     def _prepare_on_device(self, images: list[bytes]) -> list[Ready]:
@@ -143,6 +144,21 @@ class Ready:
 
     row: Row
     picture: Picture | None
+
+
+async def _all_or_none(futures: list[Future[T]]) -> list[T]:
+    """Every result, in order. If one image is refused, or the request is cancelled (its deadline,
+    its client gone), the images not started are dropped and the request ends only once those
+    already being decoded are done: no decode outlives its request unseen, holding the decode
+    budget and the memory the engine hands back when it is idle (vit_core/memory.py)."""
+    try:
+        return await asyncio.gather(*map(asyncio.wrap_future, futures))
+    except BaseException:
+        for future in futures:
+            future.cancel()  # only those still queued: a running decode cannot be stopped
+        running = [asyncio.wrap_future(f) for f in futures if not f.cancelled()]
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
 
 
 def _for_image(step: Callable[..., T], data: bytes, index: int, count: int, *args: Any) -> T:

@@ -301,11 +301,11 @@ def load_rgb(image: Image.Image) -> Image.Image:
     """Decode an opened image: its first frame, upright (EXIF), as 8-bit RGB."""
     try:
         image.load()  # the first frame of a GIF, WebP or TIFF; decoding errors surface here
-        upright = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy of an upright image otherwise
     except Exception as e:  # truncated data, corrupt streams, bad EXIF: all the client's image
         raise InvalidImage(f"the {image.format} image is truncated or corrupt") from e
     try:
-        return to_rgb(upright)
+        return to_rgb(image)
     except ValueError as e:  # a mode PIL cannot convert, e.g. LAB or HSV
         raise InvalidImage(f"the image's colour mode {image.mode} cannot be shown as RGB") from e
 
@@ -320,7 +320,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert would copy an RGB one
 
 
 def _to_8_bit(grey: np.ndarray) -> np.ndarray:

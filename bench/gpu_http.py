@@ -100,7 +100,7 @@ def serve_and_load(
     server_log = ctx.work / "logs" / "vit-serve.log"
     with contextlib.ExitStack() as stack:
         stack.callback(_server_said, result, server_log)  # once the server has stopped
-        with without_uvloop(ctx.work), output_to(server_log):  # what the server inherits
+        with output_to(server_log):  # what the server inherits
             running = stack.enter_context(serving({"vit-serve": command}, sizes.ready_timeout))
         clients = stack.enter_context(spawn.Pool(sizes.load_processes))
         url = running.urls["vit-serve"]
@@ -175,27 +175,6 @@ def _server_said(result: Result, log: Path) -> None:
             f"vit-serve printed {len(trouble)} decode error line(s) under load (each an "
             f"image decoded again on the host, or worse), e.g. {trouble[0].strip()!r}"
         )
-
-
-@contextlib.contextmanager
-def without_uvloop(work: Path) -> Iterator[None]:
-    """PYTHONPATH with a uvloop that fails to import, for the processes started in the block:
-    uvicorn then runs the fronts on asyncio's loop, as in the service's image, whose lock has no
-    uvloop (the GPU machine's Python has one, which uvicorn would pick)."""
-    stub = work / "without-uvloop" / "uvloop"
-    stub.mkdir(parents=True, exist_ok=True)
-    (stub / "__init__.py").write_text(
-        'raise ImportError("uvloop hidden by bench/gpu_steps.py: the service image has none")\n'
-    )
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(stub.parent), *([saved] if saved else [])])
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
 
 
 def vit_serve() -> list[str]:

@@ -13,10 +13,10 @@
 - Many medium buffers, each under the threshold, leave the heap fragmented rather than big: a
   burst of the hostile corpus left the engine +120 MiB and a front +50 MiB after every answer.
   `TrimWhenIdle` trims once a process has nothing in flight again, if it grew since its last trim.
-- `malloc_trim` hands back the free pages inside every arena but the free space at the top of a
-  thread's arena only the main arena's: a thread's arena gives its top back on `free` once it
-  passes the trim threshold. At 64 MiB the decode threads' two arenas kept up to ~100 MiB after a
-  burst, whatever was trimmed; at `TRIM_THRESHOLD` (16 MiB) each keeps at most that much.
+- `malloc_trim` hands back the free pages inside every arena, but of the free space at an
+  arena's top only the main arena's: a thread's arena gives its top back on `free`, once the top
+  passes the trim threshold. At 64 MiB the engine's thread arenas kept up to ~100 MiB after a
+  burst, however often it trimmed; at `TRIM_THRESHOLD` (16 MiB) each keeps at most that much.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ DECODE_MEMORY, BODY_MEMORY = 256 * MiB, 160 * MiB
 SLACK = 160 * MiB  # interpreter, ORT arenas, sockets, allocator rounding: measured ~60–100 MiB
 # What may stay once every answer is out: +11–37 MiB measured. +104–176 MiB before each process
 # trimmed its heap when idle again (vit_core/memory.py, TrimWhenIdle), and +71–115 MiB in one run
-# of three (the engine's decode threads' arenas, whose top malloc_trim leaves) before the trim
+# of three (the engine's thread arenas, whose top malloc_trim leaves) before the trim
 # threshold came down to 16 MiB: the CI failed on each.
 KEPT = 64 * MiB
 PROBE_LIMIT_S = 0.1  # /healthz must answer within this while the attacks run (99th percentile)

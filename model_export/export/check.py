@@ -135,7 +135,7 @@ def torch_outputs(
     """The module on normalised x; it returns its outputs in the order `names` lists them (the
     graph's order)."""
     chunks = [module(x[i : i + batch]) for i in range(0, len(x), batch)]
-    return {n: torch.cat([c[j] for c in chunks]).numpy() for j, n in enumerate(names)}
+    return {n: torch.cat([c[j] for c in chunks]).cpu().numpy() for j, n in enumerate(names)}
 
 
 def ort_outputs(
@@ -158,6 +158,21 @@ def validate(
     """Run the graph on ORT's CPU provider at every batch size on `pixels`, and the module on
     `reference` (the same pixels, normalised); raise CheckFailed on drift."""
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    result = compare(session, module, pixels, output_names, precision, reference)
+    enforce(result, precision, int8_gate)
+    return result
+
+
+def compare(
+    session: ort.InferenceSession,
+    module: nn.Module,
+    pixels: np.ndarray,
+    output_names: Sequence[str],
+    precision: Precision,
+    reference: torch.Tensor,
+) -> GraphValidation:
+    """The figures `validate` gates, for a session on any provider (bench/gpu_steps.py runs the
+    graphs on CUDA against the module on the GPU)."""
     expected = torch_outputs(module, reference, output_names)
     noise = float32_noise(module, reference, output_names, expected) if precision == "fp32" else {}
     errors = {name: [0.0, 0.0] for name in output_names}  # worst (abs, rel) over batch sizes
@@ -174,7 +189,7 @@ def validate(
         cosine = min(cosine, _min_cosine(got[EMBEDDING], expected[EMBEDDING]))
         if ROLLOUT in output_names:
             rollout = min(rollout, _min_correlation(got[ROLLOUT], expected[ROLLOUT]))
-    result = GraphValidation(
+    return GraphValidation(
         batch_sizes=list(BATCH_SIZES),
         images=len(pixels),
         outputs={
@@ -190,8 +205,6 @@ def validate(
         embedding_cosine_min=cosine,
         rollout_correlation_min=rollout if ROLLOUT in output_names else None,
     )
-    _enforce(result, precision, int8_gate)
-    return result
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
@@ -233,7 +246,8 @@ def _min_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return _min_cosine(a, b)
 
 
-def _enforce(v: GraphValidation, precision: Precision, int8_gate: Int8Gate) -> None:
+def enforce(v: GraphValidation, precision: Precision, int8_gate: Int8Gate = INT8_GATE) -> None:
+    """CheckFailed, its message carrying the figures, if `v` misses its precision's gate."""
     figures = ", ".join(
         f"{name} max_abs={e.max_abs:.3g} max_rel={e.max_rel:.3g}" for name, e in v.outputs.items()
     )

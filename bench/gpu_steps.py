@@ -704,7 +704,7 @@ def _engine_row(ctx: Context, folder: Path, cuda_graphs: bool) -> dict[str, Any]
         cuda=CudaOptions(cuda_graphs=cuda_graphs),
         lanes=1 if cuda_graphs else 2,  # a CUDA graph replays one batch at a time
     )
-    x = engine.batch_buffer
+    x = engine.host_rows(0)
     x[...] = np.random.default_rng(0).integers(0, 256, x.shape, dtype=np.uint8)
     row: dict[str, Any] = {"providers": engine.providers, "fast": {}}
     for b in sizes.engine_batches:

@@ -179,19 +179,9 @@ class Engine:
         return list(next(iter(self.sessions.values())).get_providers())
 
     @property
-    def buffer(self) -> BatchBuffer:
-        """The first lane's batch buffer."""
-        return self.lanes[0].buffer
-
-    @property
     def capacity(self) -> int:
-        """The most rows a batch may have: a batch buffer's."""
-        return self.buffer.shape[0]
-
-    @property
-    def batch_buffer(self) -> np.ndarray:
-        """The first lane's rows as host memory (see `host_rows`)."""
-        return self.host_rows(0)
+        """The most rows a batch may have: a batch buffer's (every lane's is the same size)."""
+        return self.lanes[0].buffer.shape[0]
 
     def host_rows(self, lane: int) -> np.ndarray:
         """(capacity, *row) as the graphs take it, e.g. (B, H, W, 3) uint8, in host memory: the
@@ -288,7 +278,7 @@ class Engine:
         device = "gpu:0" if self.provider == CUDA else "cpu:0"
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", device)
         session = self.sessions[FAST]
-        session.run(list(self._outputs[FAST]), {INPUT: self.batch_buffer[:1]}, options)
+        session.run(list(self._outputs[FAST]), {INPUT: self.host_rows(0)[:1]}, options)
 
     def warm_up(
         self,
@@ -301,7 +291,7 @@ class Engine:
         Largest first: the memory arena grows to its peak once, and CUDA picks its kernels for
         every shape before a request can pay for it.
         """
-        zeros = self.batch_buffer
+        zeros = self.host_rows(0)
         if max_batch_size > len(zeros):
             raise ValueError(f"warm-up to {max_batch_size} rows; the batch buffer has {len(zeros)}")
         zeros[...] = 0

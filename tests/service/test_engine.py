@@ -69,7 +69,7 @@ def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixe
     engine: Engine, legacy_bundle: Path
 ) -> None:
     legacy = Engine(legacy_bundle, load_bundle(legacy_bundle), "cpu")
-    assert legacy.batch_buffer.shape == (64, 3, 32, 32) and legacy.input_dtype == np.float32
+    assert legacy.host_rows(0).shape == (64, 3, 32, 32) and legacy.input_dtype == np.float32
     x = pixels(4, seed=3)
     floats = np.stack([normalise(image, legacy.manifest.preprocess) for image in x])  # (4, 3, S, S)
     np.testing.assert_allclose(
@@ -78,16 +78,16 @@ def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixe
 
 
 def test_the_batch_buffer_is_the_graphs_input_and_runs_where_it_lies(engine: Engine) -> None:
-    buffer = engine.batch_buffer
+    buffer = engine.host_rows(0)
     assert buffer.shape == (64, 32, 32, 3) and buffer.dtype == np.uint8  # AUTO_LIMIT rows on a CPU
-    assert not engine.buffer.pinned  # pinned memory is for the CUDA provider
+    assert not engine.lanes[0].buffer.pinned  # pinned memory is for the CUDA provider
     x = pixels(3, seed=4)
     buffer[:3] = x
     np.testing.assert_array_equal(engine.run(FAST, buffer[:3])[LOGITS], engine.run(FAST, x)[LOGITS])
 
 
 def test_a_batch_of_rows_is_written_into_the_buffer_and_run_from_there(engine: Engine) -> None:
-    buffer, x = engine.batch_buffer, pixels(3, seed=5)
+    buffer, x = engine.host_rows(0), pixels(3, seed=5)
     buffer[3] = 7  # past the batch: left alone
     answer = engine.run_rows(FAST, list(x))
     np.testing.assert_array_equal(buffer[:3], x)  # the rows where the graph read them

@@ -5,8 +5,9 @@
 Closed loop with `concurrency` images in flight, as that many clients would keep: each round
 decodes and preprocesses them in the same thread pool the service uses (preprocess_threads), then
 runs them through the same Engine in calls of at most max_batch_size (0, the default: measured and
-chosen at start as the service's engine does), its lanes running batches at once as the batcher's
-workers do, each image written into its row of its lane's batch buffer, and every image's latency
+chosen at start as the service's engine does), its lanes (the engine's default unless --lanes)
+running batches at once, each beside the others, as the batcher's workers do under load, each
+image written into its row of its lane's batch buffer, and every image's latency
 is the round's. JPEGs are decoded as the service's default does (at the smallest DCT scale that
 covers the input). Nothing waits for company and nothing crosses a socket, so this is the best an
 HTTP service with these parts can do on this machine.
@@ -40,11 +41,14 @@ def run(
     max_batch_size: int = 0,
     threads: int = 4,
     max_image_pixels: int = 40_000_000,
-    lanes: int = 1,
+    lanes: int = 0,
 ) -> tuple[list[float], float]:
-    """(per-image latencies in seconds, the measured window in seconds)."""
+    """(per-image latencies in seconds, the measured window in seconds); lanes 0: the engine's
+    default."""
     manifest = load_bundle(bundle)
-    engine = Engine(bundle, manifest, "cpu", max_batch_size=max_batch_size or None, lanes=lanes)
+    engine = Engine(
+        bundle, manifest, "cpu", max_batch_size=max_batch_size or None, lanes=lanes or None
+    )
     if not max_batch_size:
         measured = engine.measure(batch_candidates(engine.capacity), threading.Event())
         max_batch_size = choose_batch_size(measured)
@@ -59,7 +63,7 @@ def run(
     def lane_work(lane: int, pixels: list[np.ndarray]) -> None:
         """Every lane_count-th batch of the round, from `lane`, through its own buffer."""
         for i in range(lane * max_batch_size, len(pixels), lane_count * max_batch_size):
-            engine.run_rows(FAST, pixels[i : i + max_batch_size], lane)
+            engine.run_rows(FAST, pixels[i : i + max_batch_size], lane, alone=lane_count == 1)
 
     with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(lane_count) as runners:
         started = time.perf_counter()
@@ -85,7 +89,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3)
     p.add_argument("--max-batch-size", type=int, default=0, help="0: measured")
     p.add_argument("--threads", type=int, default=4, help="preprocess threads")
-    p.add_argument("--lanes", type=int, default=1, help="batches in flight (VIT_ENGINE_LANES)")
+    p.add_argument("--lanes", type=int, default=0, help="batches in flight (0: the engine's)")
     args = p.parse_args()
     latencies, window = run(
         args.bundle, args.concurrency, args.seconds, args.warmup, args.max_batch_size,

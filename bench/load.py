@@ -11,7 +11,7 @@ nothing). Then closed-loop clients (bench/rawload.py: raw keep-alive HTTP/1.1, p
 post realistic 640×480 JPEGs to /classify, `concurrency` at a time, for a bounded time. Compared:
 
     in-process  bench/inprocess.py: the same decode, preprocess, inference; no HTTP (ceiling)
-    service     vit-serve as it ships (batch size measured at warm-up, max_wait_ms 5)
+    service     vit-serve as it ships (lanes, batch size and max_wait_ms its defaults)
     naive       bench/naive_server.py: one ONNX Runtime call per request
     litserve    bench/litserve_server.py (with --litserve-python, an interpreter that has it):
                 LitServe's batching (up to 8, 5 ms), its worker process, multipart uploads
@@ -125,13 +125,13 @@ def servers(
 ) -> Iterator[dict[str, str]]:
     """The HTTP systems, up and warm, for the whole run."""
     commands = {
-        "service": service_command(bundle, free_port(), None, MAX_WAIT_MS, QUEUE),
+        "service": service_command(bundle, free_port(), None, None, QUEUE),
         "naive": naive_command(bundle, free_port()),
     }
     for variant in variants:
         name, _, flags = variant.partition("=")
         commands[name] = service_command(
-            bundle, free_port(), None, MAX_WAIT_MS, QUEUE, *filter(None, flags.split(","))
+            bundle, free_port(), None, None, QUEUE, *filter(None, flags.split(","))
         )
     if litserve_python:
         commands["litserve"] = litserve_command(

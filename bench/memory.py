@@ -6,9 +6,11 @@ Each system is started, its resident memory (every process of it, from /proc) re
 turns 200, then every graph the bundle has (/classify, /embed, /attention) is sent full batches
 (`max_batch_size` images in one request, --rounds times) and the memory read again: the steady
 state, where ONNX Runtime's arenas have grown to the largest batch of every graph. Systems: the
-service as it is (batch size measured at warm-up), at --max-batch-size 32 (the old default), at
-batch size 8 with four fronts, and the service at git revision --baseline (one process; checked
-out into a temp worktree and run from there), all on the CPU provider.
+service as it is (batch size measured at warm-up, a lane per core), at batch size 8 with its
+lanes and with one lane (no one-core sessions beside the graphs' own: what they cost), at
+--max-batch-size 32 (the old default), at batch size 8 with four fronts, and the service at git
+revision --baseline (one process; checked out into a temp worktree and run from there), all on
+the CPU provider.
 """
 
 from __future__ import annotations
@@ -76,7 +78,11 @@ def drive(url: str, rounds: int) -> None:
 
 def systems(bundle: Path, checkout: Path | None) -> dict[str, list[str]]:
     found = {
-        "service (batch size measured)": service_command(bundle, free_port(), None, 5, 256),
+        "service (batch size measured)": service_command(bundle, free_port(), None, None, 256),
+        "service, batch size 8": service_command(bundle, free_port(), 8, None, 256),
+        "service, batch size 8, one lane": service_command(
+            bundle, free_port(), 8, None, 256, "--engine-lanes=1"
+        ),
         "service, max_batch_size 32": service_command(bundle, free_port(), 32, 5, 256),
         "service, batch size 8, four fronts": service_command(
             bundle, free_port(), 8, 5, 256, "--workers=4"

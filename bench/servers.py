@@ -42,15 +42,17 @@ def service_command(
     bundle: Path,
     port: int,
     max_batch_size: int | None,
-    max_wait_ms: float,
+    max_wait_ms: float | None,
     max_queue: int,
     *extra: str,
 ) -> list[str]:
-    """vit-serve on the CPU; max_batch_size None: measured and chosen at warm-up (the default)."""
+    """vit-serve on the CPU; max_batch_size and max_wait_ms None: the defaults (the batch size
+    measured and chosen at warm-up, the wait the engine's device sets)."""
     batch = [] if max_batch_size is None else [f"--max-batch-size={max_batch_size}"]
+    wait = [] if max_wait_ms is None else [f"--max-wait-ms={max_wait_ms}"]
     return [
         sys.executable, "-m", "service.cli", f"--bundle={bundle}", f"--port={port}",
-        "--providers=cpu", *batch, f"--max-wait-ms={max_wait_ms}",
+        "--providers=cpu", *batch, *wait,
         f"--max-queue-images={max_queue}", "--log-level=warning", *extra,
     ]  # fmt: skip
 

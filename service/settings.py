@@ -22,6 +22,7 @@ ENV_PREFIX = "VIT_"
 # /app/models/demo there.
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "demo"
 MiB = 1 << 20
+MAX_LANES = 64  # batches in flight: the unset default's cores are counted up to this many
 
 Providers = Literal["auto", "cuda", "cpu"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -52,14 +53,25 @@ class Settings(BaseSettings):
         le=1024,
         description="most images per ONNX Runtime call (unset: measured at warm-up and chosen)",
     )
-    # A second batch in flight may fill the stretches of a CPU run that leave a core waiting; on
-    # 2 cores it measured within the noise of one lane (docs/benchmarks.md), so one it is until a
-    # bigger host or a GPU (bench/gpu.sh measures it) says otherwise (service/inference/engine.py).
-    engine_lanes: int = Field(1, ge=1, le=16, description="batches the engine runs at once")
+    # On a CPU, one lane per usable core: batches beside others run on one core each, a batch
+    # alone on every core (service/inference/engine.py: why; docs/benchmarks.md, "one core per
+    # batch"). On a GPU one, until bench/gpu.sh measures more.
+    engine_lanes: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_LANES,
+        description="batches the engine runs at once (unset: one per usable core on a CPU, "
+        "1 on a GPU)",
+    )
     # Paid only while more images are on their way (requests still decoding): a lone request on
-    # an idle engine runs at once.
-    max_wait_ms: float = Field(
-        5, ge=0, le=10_000, description="longest wait for images on their way to join a batch"
+    # an idle engine runs at once. On a CPU a batch gains nothing from company (a core runs 33
+    # images/s of ViT-Ti/16 at batch 1 or 4) while its images wait for it, so no wait there.
+    max_wait_ms: float | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="longest wait for images on their way to join a batch (unset: 5 on a GPU, "
+        "0 on a CPU)",
     )
     max_queue_images: int = Field(
         256, ge=1, description="images accepted but not yet in a batch before 429s"

@@ -75,7 +75,8 @@ class AttentionResponse(BaseModel):
 
 class Batching(BaseModel):
     lanes: int = Field(
-        description="batches the engine runs at once: VIT_ENGINE_LANES (1 unless set)"
+        description="batches the engine runs at once: VIT_ENGINE_LANES, or unset one per usable "
+        "core on a CPU (each beside others on one core, alone on every core) and 1 on a GPU"
     )
     max_batch_size: int = Field(
         description="most images per ONNX Runtime call: VIT_MAX_BATCH_SIZE, or chosen at warm-up"
@@ -84,7 +85,10 @@ class Batching(BaseModel):
         description="images/s of the fast graph at each batch size measured at warm-up with "
         "every lane running, when the size was chosen rather than pinned ({} when pinned)"
     )
-    max_wait_ms: float
+    max_wait_ms: float = Field(
+        description="longest wait for images on their way to join a batch: VIT_MAX_WAIT_MS, or "
+        "unset 5 on a GPU and 0 on a CPU"
+    )
     max_queue_images: int
     max_images_per_request: int
     request_timeout_s: float

@@ -5,17 +5,18 @@
     future = reservation.submit("fast", images)   # concurrent.futures.Future[BatchResult]
 
 A worker thread per engine lane takes, per graph, as many queued images as there are up to
-max_batch_size, so up to `lanes` batches run at once (engine.py: when a second one pays). A batch
-that is not full waits for more only while more are on their way (room reserved by requests still
-decoding), and at most max_wait_s from its oldest image: a lone request on an idle engine runs at
-once, and whatever queued while the engine was busy runs as soon as it is free. It hands the
-batch's rows to the engine, which writes each into its row of the lane's preallocated buffer
-(pinned on CUDA, or on the GPU itself when the images were decoded there: no per-batch
-allocation, no np.stack) and runs one call on the first B rows; each request gets its own
-answers, in order, and a request bigger than a batch is split and put back together (its parts
-may run on two lanes at once). Room is reserved before decoding, so max_queue_images bounds
-everything accepted and not yet running, and an overloaded service refuses before spending a
-cycle on decoding.
+max_batch_size, so up to `lanes` batches run at once, and tells the engine whether its batch runs
+alone (no other lane busy, nothing queued or on its way), which on a CPU lets it take every core
+(engine.py: why the others take one each). A batch that is not full waits for more only while
+more are on their way (room reserved by requests still decoding), and at most max_wait_s from its
+oldest image: a lone request on an idle engine runs at once, and whatever queued while the engine
+was busy runs as soon as it is free. It hands the batch's rows to the engine, which writes each
+into its row of the lane's preallocated buffer (pinned on CUDA, or on the GPU itself when the
+images were decoded there: no per-batch allocation, no np.stack) and runs one call on the first B
+rows; each request gets its own answers, in order, and a request bigger than a batch is split and
+put back together (its parts may run on two lanes at once). Room is reserved before decoding, so
+max_queue_images bounds everything accepted and not yet running, and an overloaded service
+refuses before spending a cycle on decoding.
 
 Every future is completed: with a result; with BatchFailed when its batch raised (the worker
 carries on); with WorkerDied when a worker itself died (the batcher is then dead for good and
@@ -42,9 +43,9 @@ from vit_core.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 
 log = logging.getLogger(__name__)
 
-# (graph, the batch's B rows, lane) → every output, (B, ...): the engine writes the rows into the
-# lane's batch buffer and runs the graph on them where they lie (Engine.run_rows)
-RunFn = Callable[[str, Sequence[Row], int], Mapping[str, np.ndarray]]
+# (graph, the batch's B rows, lane, alone) → every output, (B, ...): the engine writes the rows
+# into the lane's batch buffer and runs the graph on them where they lie (Engine.run_rows)
+RunFn = Callable[[str, Sequence[Row], int, bool], Mapping[str, np.ndarray]]
 State = Literal["new", "running", "closing", "closed", "dead"]
 
 
@@ -202,14 +203,14 @@ class Batcher:
             log.critical("the batch worker died; failing every waiting request", exc_info=True)
             self._die()
 
-    def _next_batch(self, lane: int) -> tuple[str, list[Entry]] | None:
+    def _next_batch(self, lane: int) -> tuple[str, list[Entry], bool] | None:
         with self._cond:
             while True:
                 if self._state in ("closed", "dead"):
                     return None
                 graph, wait = self._due(time.monotonic())
                 if graph is not None:
-                    return graph, self._take(graph, lane)
+                    return graph, *self._take(graph, lane)
                 if self._state == "closing" and self._held == 0:
                     return None
                 self._cond.wait(wait)
@@ -234,22 +235,25 @@ class Batcher:
                 wait = deadline - now if wait is None else min(wait, deadline - now)
         return due, wait
 
-    def _take(self, graph: str, lane: int) -> list[Entry]:
+    def _take(self, graph: str, lane: int) -> tuple[list[Entry], bool]:
+        """The batch, and whether it runs alone: no other lane busy, and nothing left queued or
+        still decoding that another lane would start on while it runs."""
         queue = self._queues[graph]
         batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
         for entry in batch:
             entry.request.queued -= 1
         self._hold(-len(batch))
+        alone = not self._running and self._held == 0
         self._running[lane] = batch
         self._metrics.queue_depth.labels(graph).set(len(queue))
-        return batch
+        return batch, alone
 
-    def _run_batch(self, lane: int, graph: str, entries: list[Entry]) -> None:
-        self._infer(lane, graph, entries)
+    def _run_batch(self, lane: int, graph: str, entries: list[Entry], alone: bool) -> None:
+        self._infer(lane, graph, entries, alone)
         with self._cond:  # not on a BaseException: _die fails this batch's requests too
             self._running.pop(lane, None)
 
-    def _infer(self, lane: int, graph: str, entries: list[Entry]) -> None:
+    def _infer(self, lane: int, graph: str, entries: list[Entry], alone: bool) -> None:
         # A request cancelled between the take and now is not worth a row of compute.
         live = [e for e in entries if not e.request.future.done()]
         requests = list(dict.fromkeys(e.request for e in live))  # unique, in order
@@ -260,7 +264,7 @@ class Batcher:
         for e in live:
             wait.observe(started - e.request.submitted)
         try:
-            outputs = self._run(graph, [e.pixels for e in live], lane)
+            outputs = self._run(graph, [e.pixels for e in live], lane, alone)
             for name, out in outputs.items():
                 if out.shape[0] != len(live):
                     raise ValueError(f"output {name} has {out.shape[0]} rows for {len(live)}")

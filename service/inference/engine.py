@@ -10,19 +10,25 @@ that as many batches as there are lanes can be in flight at once. The batcher's 
 writes each image's row into that lane's buffer and `run_rows` binds its first B rows where they
 lie.
 
-Why lanes: on a CPU one batched run has stretches (layer norms, softmax, the small matmuls of one
-head) that leave a core waiting, which a second batch in flight can fill while a lone image still
-gets every core; on a GPU a second lane could overlap one batch's copies with the other's
-kernels. One lane is the default on both until a measurement says otherwise: on this project's
-2-core machine two lanes served ViT-Ti/16 within the noise of one (-4 to +6 % at 8 and 32
-connections over four runs: `bench/load.py --variant`; docs/benchmarks.md), and bench/gpu.sh
-measures two lanes on CUDA the day a GPU is lent.
+Lanes on a CPU: one per usable core by default, and each graph is opened twice. A batch that runs
+alone (no other lane busy, nothing queued or decoding) runs on every core, as a lone image needs
+for its latency; batches that run beside others run on one core each (a second session with one
+intra-op thread). Why: a run spread over every core meets at a barrier after each operator (layer
+norms, softmax, the small matmuls of one head), and under load the decode threads and the fronts
+hold the cores it waits for, so one lane on two threads left ~6 % of a 2-core machine idle and
+served ViT-Ti/16 at 0.76–1.00× the naive server. Runs on one core each meet no barrier: in-process
+66 images/s against 64 (batch 4), and end to end +22 % at 8 and 32 connections, 1.05–1.11× the
+naive server, with the lone image's latency kept (docs/benchmarks.md, "one core per batch").
+What it costs: each graph's weights twice in memory. On a GPU one lane is the default;
+bench/gpu.sh measures two the day a GPU is lent.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,14 +49,18 @@ from service.inference.engine_io import (
     HostBuffer,
     Row,
 )
+from service.settings import MAX_LANES
 from vit_core.bundle import FAST, INPUT, OUTPUTS, BundleError, BundleManifest, Role
 
 log = logging.getLogger(__name__)
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 # The largest batch the engine may choose when none is pinned: a GPU keeps gaining to 128–256
-# (ViT-B/16 fp16 on an A100 peaks at 256), a CPU peaks at a few to a few tens.
-AUTO_LIMIT = {CUDA: 256, CPU: 64}
+# (ViT-B/16 fp16 on an A100 peaks at 256); a CPU peaks at a few (ViT-Ti/16 on 2 cores: 4; the
+# demo model's 16 within 1 % of its 64), and one core per batch gains nothing past 1 (34 images/s
+# at 1, 29 at 8), where a larger size only measured noise and cost a warm-up of minutes.
+AUTO_LIMIT = {CUDA: 256, CPU: 16}
+CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" in µs, or "max <period>"
 MEASURE_S = 0.3  # per candidate batch size, in WINDOWS windows (a run per lane at least in each)
 # The best window kept: what slows one is the machine's other work (a front starting), not the
 # graph's; on a CPU the sizes differ by less than one disturbed window does.
@@ -79,15 +89,22 @@ class EngineError(RuntimeError):
 @dataclass(frozen=True)
 class Lane:
     """One batch in flight: the buffer its rows are written into and, per graph, the runner that
-    binds them where they lie. A lane is used by one thread at a time."""
+    binds them where they lie: on every core when the batch runs alone, on one core when it runs
+    beside others (the same runners when the engine has no one-core sessions). A lane is used by
+    one thread at a time."""
 
     buffer: BatchBuffer
     runners: dict[str, Runner]
+    beside: dict[str, Runner]
+
+    def runner(self, graph: str, alone: bool) -> Runner:
+        return (self.runners if alone else self.beside)[graph]
 
 
 class Engine:
-    """One session per graph role ("fast", "explain"), shared by its lanes: lane i is run by one
-    thread at a time, different lanes at once."""
+    """One session per graph role ("fast", "explain"), shared by its lanes, and on a CPU with
+    several lanes a second, one-core session per role for batches run beside others: lane i is
+    run by one thread at a time, different lanes at once."""
 
     def __init__(
         self,
@@ -98,11 +115,11 @@ class Engine:
         max_batch_size: int | None = None,
         cuda: CudaOptions | None = None,
         device_rows: bool = False,
-        lanes: int = 1,
+        lanes: int | None = None,
     ) -> None:
         """device_rows: images are decoded on the GPU (device_decode.py): on CUDA the batch
         buffers are then device memory, which they are resized into. lanes: batches in flight at
-        once (the module's docstring: why one by default)."""
+        once; None: one per usable core on a CPU, one on a GPU (the module's docstring: why)."""
         self.manifest = manifest
         cuda = cuda or CudaOptions()
         self.sessions: dict[str, ort.InferenceSession] = {}
@@ -139,6 +156,12 @@ class Engine:
             why = f" ({gpu.why_no_cuda()})" if cuda_built else ""
             log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
         on_cuda = self.provider == CUDA
+        lanes = lanes or (1 if on_cuda else min(usable_cores(), MAX_LANES))
+        # Batches beside others on one core each (a CPU with several lanes), by graph role.
+        self.one_core: dict[str, ort.InferenceSession] = {}
+        if not on_cuda and lanes > 1:
+            for role, graph in manifest.graphs.items():
+                self.one_core[role] = _session(folder / graph.file, [CPU], threads=1)
         self.input_dtype = _NP_DTYPES[manifest.pixels.dtype]  # every graph takes the same pixels
         if on_cuda and device_rows and cuda.cuda_graphs:  # a replay reads its own input
             raise EngineError(
@@ -171,7 +194,12 @@ class Engine:
             else BoundRunner(self.sessions[graph], names, "cuda" if on_cuda else "cpu")
             for graph, names in self._outputs.items()
         }
-        return Lane(buffer, runners)
+        beside: dict[str, Runner] = {
+            graph: BoundRunner(self.one_core[graph], names, "cpu")
+            for graph, names in self._outputs.items()
+            if graph in self.one_core
+        }
+        return Lane(buffer, runners, beside or runners)
 
     @property
     def providers(self) -> list[str]:
@@ -191,10 +219,13 @@ class Engine:
             return buffer.array
         return np.zeros(buffer.shape, buffer.dtype)
 
-    def run_rows(self, graph: str, rows: Sequence[Row], lane: int = 0) -> Outputs:
+    def run_rows(
+        self, graph: str, rows: Sequence[Row], lane: int = 0, alone: bool = True
+    ) -> Outputs:
         """A batch on `lane`: each row written into its row of the lane's buffer (a copy of a
         host row, or a device row resized into place), then the graph run on the first len(rows)
-        rows where they lie → every output the service reads, as float32 arrays (B, ...)."""
+        rows where they lie → every output the service reads, as float32 arrays (B, ...).
+        alone: no other batch runs now, so this one may take every core."""
         buffer = self.lanes[lane].buffer
         if len(rows) > buffer.shape[0]:
             raise ValueError(f"a batch of {len(rows)} for a buffer of {buffer.shape[0]} rows")
@@ -204,18 +235,18 @@ class Engine:
             else:
                 row.write(buffer, index)
         if isinstance(buffer, HostBuffer):
-            return self.run(graph, buffer.array[: len(rows)], lane)
+            return self.run(graph, buffer.array[: len(rows)], lane, alone)
         runner = self.lanes[lane].runners[graph]
         assert isinstance(runner, BoundRunner), "CUDA graphs replay host rows only"
         shape = [len(rows), *buffer.shape[1:]]
         values = runner.run_at(buffer.device, buffer.address(0), buffer.dtype, shape)
         return self._as_outputs(graph, values)
 
-    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> Outputs:
+    def run(self, graph: str, pixels: np.ndarray, lane: int = 0, alone: bool = True) -> Outputs:
         """pixels (B, *row) as the graphs take them, best the first B rows of the lane's
         `host_rows` → every output the service reads, as float32 arrays (B, ...)."""
         x = np.ascontiguousarray(pixels, self.input_dtype)  # the buffer's rows: as they are
-        return self._as_outputs(graph, self.lanes[lane].runners[graph](x))
+        return self._as_outputs(graph, self.lanes[lane].runner(graph, alone)(x))
 
     def _as_outputs(self, graph: str, values: list[np.ndarray]) -> Outputs:
         names = self._outputs[graph]
@@ -234,7 +265,7 @@ class Engine:
             for size in candidates:
                 if stop.is_set() or size > self.capacity:
                     break
-                list(pool.map(lambda n: self.run(FAST, self._zeros(n, size), n), lanes))  # noqa: B023
+                list(pool.map(lambda n: self._run_beside(FAST, self._zeros(n, size), n), lanes))  # noqa: B023
                 window = seconds / WINDOWS
                 measured[size] = max(self._window(pool, size, window) for _ in range(WINDOWS))
                 best, last_two = max(measured.values()), list(measured.values())[-2:]
@@ -250,6 +281,10 @@ class Engine:
         runs = list(pool.map(lambda n: self._runs(n, size, seconds, start), lanes))
         images = size * sum(count for _, _, count in runs)
         return images / (max(end for _, end, _ in runs) - min(begin for begin, _, _ in runs))
+
+    def _run_beside(self, graph: str, x: np.ndarray, lane: int) -> Outputs:
+        """A run while every lane runs (measuring, warming up): alone only if there is one."""
+        return self.run(graph, x, lane, alone=len(self.lanes) == 1)
 
     def _zeros(self, lane: int, size: int) -> np.ndarray:
         x = self.host_rows(lane)[:size]
@@ -267,7 +302,7 @@ class Engine:
         started = time.perf_counter()
         runs = 0
         while runs < MEASURE_RUNS and (runs < 1 or time.perf_counter() < started + seconds):
-            self.run(FAST, x, lane)
+            self._run_beside(FAST, x, lane)
             runs += 1
         return started, time.perf_counter(), runs
 
@@ -279,6 +314,13 @@ class Engine:
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", device)
         session = self.sessions[FAST]
         session.run(list(self._outputs[FAST]), {INPUT: self.host_rows(0)[:1]}, options)
+
+    def warm_up_steps(self, max_batch_size: int) -> list[tuple[str, int, bool]]:
+        """(graph, batch size, alone) of warm-up's runs one at a time: every graph at every
+        size, largest first, on each of its sessions (every core; one core, if it has one)."""
+        alone = [True, False] if self.one_core else [True]
+        sizes = range(max_batch_size, 0, -1)
+        return [(g, b, a) for g in self.sessions for a in alone for b in sizes]
 
     def warm_up(
         self,
@@ -295,19 +337,19 @@ class Engine:
         if max_batch_size > len(zeros):
             raise ValueError(f"warm-up to {max_batch_size} rows; the batch buffer has {len(zeros)}")
         zeros[...] = 0
-        steps = [(g, b) for g in self.sessions for b in range(max_batch_size, 0, -1)]
+        steps = self.warm_up_steps(max_batch_size)
         started = time.perf_counter()
-        for done, (graph, size) in enumerate(steps, start=1):
+        for done, (graph, size, a) in enumerate(steps, start=1):
             if stop.is_set():
                 return False
-            self.run(graph, zeros[:size])
+            self.run(graph, zeros[:size], alone=a)
             if progress:
                 progress(done, len(steps))
         if len(self.lanes) > 1:  # every lane at once: the arena holds what concurrent batches take
             with ThreadPoolExecutor(len(self.lanes), "warm-up") as pool:
                 for graph in self.sessions:
                     runs = [(graph, zeros[:max_batch_size], n) for n in range(len(self.lanes))]
-                    list(pool.map(lambda run: self.run(*run), runs))
+                    list(pool.map(lambda run: self._run_beside(*run), runs))
         log.info(
             "warmed %d graphs × batch sizes 1..%d (%d lanes) in %.1f s",
             len(self.sessions),
@@ -331,6 +373,19 @@ def choose_batch_size(measured: dict[int, float], within: float = 0.95) -> int:
     return min(size for size, rate in measured.items() if rate >= within * best)
 
 
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, bounded by a cgroup v2 CPU quota (a
+    container started with --cpus 2 on a 16-core host may use 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path(CPU_MAX).read_text().split()
+        if quota != "max":
+            return max(1, min(cores or 1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file (not Linux, cgroup v1): the affinity
+        pass
+    return cores or 1
+
+
 @functools.cache
 def _shared_cpu_arena() -> None:
     """One CPU memory arena for every session of the process, grown by what is asked for.
@@ -346,9 +401,11 @@ def _shared_cpu_arena() -> None:
     ort.create_and_register_allocator(cpu, config)
 
 
-def _session(path: Path, providers: list[Any]) -> ort.InferenceSession:
+def _session(path: Path, providers: list[Any], threads: int = 0) -> ort.InferenceSession:
+    """threads: ONNX Runtime's intra-op threads (0: its default, one per physical core)."""
     _shared_cpu_arena()
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning intra-op threads steal the cores that decode the next batch's images: with it on,

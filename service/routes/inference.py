@@ -181,7 +181,7 @@ async def model(runtime: RuntimeDep) -> ModelInfo:
             lanes=engine["lanes"],
             max_batch_size=engine["max_batch_size"],
             batch_size_measured=engine["batch_size_measured"],
-            max_wait_ms=s.max_wait_ms,
+            max_wait_ms=engine["max_wait_ms"],
             max_queue_images=s.max_queue_images,
             max_images_per_request=s.max_images_per_request,
             request_timeout_s=s.request_timeout_s,

@@ -85,16 +85,19 @@ class Gated(Engine):
     """The real engine, whose batches wait at a gate the test opens. A lone request on an idle
     service runs at once, so a test that needs work to *stay queued* (a full queue, a deadline, a
     client leaving, a drain) closes the gate, sends one request to hold the engine (`entered`),
-    and queues the rest behind it for as long as it likes."""
+    and queues the rest behind it for as long as it likes. One lane, so that the request held is
+    the whole engine's work (a second lane would take the next batch)."""
 
     def __init__(self, folder: Path) -> None:
-        super().__init__(folder, load_bundle(folder), "cpu")
+        super().__init__(folder, load_bundle(folder), "cpu", lanes=1)
         self.gate = threading.Event()
         self.gate.set()  # open for the warm-up
         self.entered = threading.Event()
 
-    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> dict[str, np.ndarray]:
+    def run(
+        self, graph: str, pixels: np.ndarray, lane: int = 0, alone: bool = True
+    ) -> dict[str, np.ndarray]:
         if not self.gate.is_set():
             self.entered.set()
             assert self.gate.wait(60), "the test never opened the gate"
-        return super().run(graph, pixels, lane)
+        return super().run(graph, pixels, lane, alone)

@@ -39,7 +39,7 @@ def vit_serve(
         (("--port", "http"), {}, "invalid setting port (--port / VIT_PORT)"),
         (("--providers", "tpu"), {}, "invalid setting providers"),
         (("--max-images-per-request", "999"), {}, "exceeds max_queue_images"),
-        ((), {"VIT_ENGINE_LANES": "17"},
+        ((), {"VIT_ENGINE_LANES": "65"},
          "invalid setting engine_lanes (--engine-lanes / VIT_ENGINE_LANES)"),
     ],
     ids=["env", "flag", "choice", "cross-field", "lanes"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -37,21 +38,24 @@ class Fatal(BaseException):
 
 class Faulty(Engine):
     """Raises on a batch holding a white image. Once `hold` is set (after the start-up warm-up),
-    the next other batch waits for it, so requests queue behind a busy engine; `entered` says so."""
+    the next other batch waits for it, so requests queue behind a busy engine (one lane: the
+    batch held is the whole engine's); `entered` says so."""
 
     def __init__(self, folder: Path, fault: BaseException) -> None:
-        super().__init__(folder, load_bundle(folder), "cpu")
+        super().__init__(folder, load_bundle(folder), "cpu", lanes=1)
         self.fault = fault
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
 
-    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> dict[str, np.ndarray]:
+    def run(
+        self, graph: str, pixels: np.ndarray, lane: int = 0, alone: bool = True
+    ) -> dict[str, np.ndarray]:
         if (pixels >= 1.0).all(axis=(1, 2, 3)).any():  # white normalises to exactly 1.0
             raise self.fault
         if self.hold is not None and not self.entered.is_set():
             self.entered.set()
             self.hold.wait()
-        return super().run(graph, pixels, lane)
+        return super().run(graph, pixels, lane, alone)
 
 
 async def post_all(url: str, images: list[bytes]) -> list[httpx.Response]:
@@ -71,10 +75,13 @@ async def behind_a_busy_engine(
     queue-depth gauge, not by timing); then the engine is let go. Every answer, blocker first."""
     blocker = png(Image.new("RGB", (40, 40), (0, 0, 90)))
     first = asyncio.ensure_future(post_all(url, [blocker]))
+    deadline = time.monotonic() + 30  # a test that waits forever says nothing: it fails instead
     while not engine.entered.is_set():
+        assert time.monotonic() < deadline, "the engine never took the blocker"
         await asyncio.sleep(0.01)
     waiting = asyncio.ensure_future(post_all(url, batch))
     while sample(url, "vit_queue_depth") < len(batch):
+        assert time.monotonic() < deadline, "the batch never queued behind the blocker"
         await asyncio.sleep(0.01)
     release.set()
     return [*await first, *await waiting]

@@ -89,10 +89,10 @@ class Broken(Engine):
     def __init__(self, folder: Path) -> None:
         super().__init__(folder, load_bundle(folder), "cpu")
 
-    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> Outputs:
+    def run(self, graph: str, pixels: np.ndarray, lane: int = 0, alone: bool = True) -> Outputs:
         if pixels.any():
             raise RuntimeError("a bug")
-        return super().run(graph, pixels, lane)
+        return super().run(graph, pixels, lane, alone)
 
 
 def test_the_run_fails_on_a_server_error(tiny_bundle: Path) -> None:

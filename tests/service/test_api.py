@@ -20,6 +20,7 @@ from hosted import local_app
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.inference.engine import usable_cores
 from service.settings import Settings
 
 LIMITS = dict(
@@ -140,10 +141,20 @@ def test_model_describes_what_is_served(client: TestClient) -> None:
     assert info["providers"] == ["CPUExecutionProvider"] and info["graphs"] == ["fast", "explain"]
     assert info["decode"] == "host"  # VIT_DECODE=auto on a CPU engine
     batching = info["batching"]
-    assert batching["lanes"] == 1  # one batch in flight unless VIT_ENGINE_LANES says more
+    assert batching["lanes"] == usable_cores()  # a CPU's default: one batch in flight per core
     assert batching["max_wait_ms"] == 1  # as set; the batch size was measured and chosen:
     measured = {int(size): rate for size, rate in batching["batch_size_measured"].items()}
     assert batching["max_batch_size"] in measured and list(measured)[:3] == [1, 2, 4]
+
+
+def test_on_a_cpu_a_batch_waits_for_no_company_unless_told_to(tiny_bundle: Path) -> None:
+    """VIT_MAX_WAIT_MS unset: 0 on a CPU, where a fuller batch costs as much per image (5 on a
+    GPU); a lone lane still gets the default."""
+    for lanes in (None, 1):
+        settings = Settings(bundle=tiny_bundle, providers="cpu", engine_lanes=lanes)
+        with local_app(settings) as app, TestClient(app) as c:
+            wait_ready(c)
+            assert c.get("/model").json()["batching"]["max_wait_ms"] == 0
 
 
 def test_answers_carry_timing_headers(client: TestClient, draw: Draw) -> None:

@@ -33,12 +33,13 @@ class Fatal(BaseException):
 
 
 class Model:
-    """Records every batch and its lane; can hold the workers inside a call (counting how many
-    are in it at once); fails on POISON if told to."""
+    """Records every batch, its lane and whether it ran alone; can hold the workers inside a call
+    (counting how many are in it at once); fails on POISON if told to."""
 
     def __init__(self, fail_with: BaseException | None = None) -> None:
         self.batches: list[list[float]] = []
         self.lanes: list[int] = []
+        self.alone: list[bool] = []
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
@@ -47,13 +48,14 @@ class Model:
         self.inside = 0  # calls in progress right now
 
     def __call__(
-        self, graph: str, rows: Sequence[np.ndarray], lane: int
+        self, graph: str, rows: Sequence[np.ndarray], lane: int, alone: bool
     ) -> Mapping[str, np.ndarray]:
         pixels = np.stack(rows)  # (B, 3, 2, 2): what the engine's buffer would hold
         values = [float(v) for v in pixels[:, 0, 0, 0]]
         with self._inside:
             self.batches.append(values)
             self.lanes.append(lane)
+            self.alone.append(alone)
             self.inside += 1
             self._inside.notify_all()
         self.entered.set()
@@ -360,6 +362,26 @@ def test_two_lanes_run_two_batches_at_once(model: Model) -> None:
     model.gate.set()
     assert answer(first) == [1, 2] and answer(second) == [3, 4]
     assert sorted(model.lanes) == [0, 1]
+    b.close(WAIT)
+
+
+def test_a_batch_runs_alone_only_with_no_other_running_queued_or_on_its_way(model: Model) -> None:
+    """What lets a lone batch take every core of a CPU, and makes batches beside others take one
+    each (engine.py)."""
+    b = make(model, max_batch_size=2, max_wait_s=0, lanes=2)  # no waiting for the one coming
+    b.start()
+    assert answer(submit(b, 1)) == [1]  # nothing else: alone
+    model.gate.clear()
+    first = submit(b, 2)
+    assert model.wait_inside(1)
+    second = submit(b, 3)  # the first lane is busy: beside it
+    assert model.wait_inside(2)
+    model.gate.set()
+    assert answer(first) == [2] and answer(second) == [3]
+    decoding = b.reserve(1)  # room held by a request still decoding: another batch is coming
+    assert answer(submit(b, 4)) == [4]
+    decoding.release()
+    assert model.alone == [True, True, False, False]
     b.close(WAIT)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from service.inference.engine import (
     EngineError,
     batch_candidates,
     choose_batch_size,
+    usable_cores,
 )
 from service.inference.engine_io import CudaOptions, HostBuffer
 from vit_core.bundle import (
@@ -69,7 +71,7 @@ def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixe
     engine: Engine, legacy_bundle: Path
 ) -> None:
     legacy = Engine(legacy_bundle, load_bundle(legacy_bundle), "cpu")
-    assert legacy.host_rows(0).shape == (64, 3, 32, 32) and legacy.input_dtype == np.float32
+    assert legacy.host_rows(0).shape == (16, 3, 32, 32) and legacy.input_dtype == np.float32
     x = pixels(4, seed=3)
     floats = np.stack([normalise(image, legacy.manifest.preprocess) for image in x])  # (4, 3, S, S)
     np.testing.assert_allclose(
@@ -79,7 +81,7 @@ def test_a_bundle_of_schema_1_answers_as_the_uint8_one_from_host_normalised_pixe
 
 def test_the_batch_buffer_is_the_graphs_input_and_runs_where_it_lies(engine: Engine) -> None:
     buffer = engine.host_rows(0)
-    assert buffer.shape == (64, 32, 32, 3) and buffer.dtype == np.uint8  # AUTO_LIMIT rows on a CPU
+    assert buffer.shape == (16, 32, 32, 3) and buffer.dtype == np.uint8  # AUTO_LIMIT rows on a CPU
     assert not engine.lanes[0].buffer.pinned  # pinned memory is for the CUDA provider
     x = pixels(3, seed=4)
     buffer[:3] = x
@@ -93,8 +95,8 @@ def test_a_batch_of_rows_is_written_into_the_buffer_and_run_from_there(engine: E
     np.testing.assert_array_equal(buffer[:3], x)  # the rows where the graph read them
     assert (buffer[3] == 7).all()
     np.testing.assert_array_equal(answer[LOGITS], engine.run(FAST, x)[LOGITS])
-    with pytest.raises(ValueError, match="a batch of 65 for a buffer of 64 rows"):
-        engine.run_rows(FAST, [x[0]] * 65)
+    with pytest.raises(ValueError, match="a batch of 17 for a buffer of 16 rows"):
+        engine.run_rows(FAST, [x[0]] * 17)
 
 
 def test_a_cuda_buffer_without_pinned_memory_says_so_and_still_works(
@@ -143,11 +145,13 @@ class Recording(Engine):
 
     def __init__(self, folder: Path, manifest: BundleManifest, lanes: int = 1) -> None:
         super().__init__(folder, manifest, "cpu", lanes=lanes)
-        self.calls: list[tuple[str, int, int]] = []
+        self.calls: list[tuple[str, int, int, bool]] = []
 
-    def run(self, graph: str, pixels: np.ndarray, lane: int = 0) -> dict[str, np.ndarray]:
-        self.calls.append((graph, len(pixels), lane))
-        return super().run(graph, pixels, lane)
+    def run(
+        self, graph: str, pixels: np.ndarray, lane: int = 0, alone: bool = True
+    ) -> dict[str, np.ndarray]:
+        self.calls.append((graph, len(pixels), lane, alone))
+        return super().run(graph, pixels, lane, alone)
 
 
 def test_warm_up_runs_every_graph_at_every_batch_size_then_every_lane_at_once(
@@ -156,10 +160,11 @@ def test_warm_up_runs_every_graph_at_every_batch_size_then_every_lane_at_once(
     engine = Recording(tiny_bundle, manifest, lanes=2)
     steps: list[int] = []
     assert engine.warm_up(5, threading.Event(), lambda done, total: steps.append(total - done))
-    sizes = [(g, b, 0) for g in (FAST, EXPLAIN) for b in range(5, 0, -1)]
+    # both sessions of each graph: every core (alone), one core (beside others)
+    sizes = [(g, b, 0, a) for g in (FAST, EXPLAIN) for a in (True, False) for b in range(5, 0, -1)]
     assert engine.calls[: len(sizes)] == sizes  # largest first
     at_once = sorted(engine.calls[len(sizes) :])
-    assert at_once == [(g, 5, n) for g in (EXPLAIN, FAST) for n in (0, 1)]
+    assert at_once == [(g, 5, n, False) for g in (EXPLAIN, FAST) for n in (0, 1)]
     assert steps[-1] == 0
 
 
@@ -178,7 +183,44 @@ def test_lanes_run_batches_at_once_each_from_its_own_buffer(
         for n in range(3):
             np.testing.assert_array_equal(together[n][LOGITS], alone[n])
             np.testing.assert_array_equal(engine.host_rows(n)[:4], batches[n])
-    assert len(Engine(tiny_bundle, manifest, "cpu").lanes) == 1  # the default
+    assert len(Engine(tiny_bundle, manifest, "cpu").lanes) == usable_cores()  # the default
+
+
+def test_on_a_cpu_a_batch_alone_takes_every_core_and_one_beside_others_takes_one(
+    tiny_bundle: Path, manifest: BundleManifest
+) -> None:
+    """Two sessions per graph when lanes share a CPU: ORT's default threads for a batch alone,
+    one intra-op thread for batches beside others (engine.py: why); the same answers from both."""
+    engine = Engine(tiny_bundle, manifest, "cpu", lanes=2)
+    assert set(engine.one_core) == {FAST, EXPLAIN}
+    for role, session in engine.sessions.items():
+        assert session.get_session_options().intra_op_num_threads == 0  # ORT's: every core
+        assert engine.one_core[role].get_session_options().intra_op_num_threads == 1
+    x = pixels(3)
+    for lane in range(2):
+        alone, beside = engine.run(FAST, x, lane), engine.run(FAST, x, lane, alone=False)
+        np.testing.assert_allclose(beside[LOGITS], alone[LOGITS], rtol=1e-5, atol=1e-6)
+    one_lane = Engine(tiny_bundle, manifest, "cpu", lanes=1)
+    assert one_lane.one_core == {}  # nothing runs beside a lone lane: no second session
+    assert one_lane.lanes[0].runner(FAST, False) is one_lane.lanes[0].runner(FAST, True)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [("150000 100000", 2), ("50000 100000", 1), ("max 100000", None), (None, None)],
+    ids=["1.5 cores", "half a core", "no quota", "no cgroup v2"],
+)
+def test_the_usable_cores_are_the_affinity_bounded_by_a_cgroup_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str | None, cores: int | None
+) -> None:
+    """What the engine counts its lanes from when VIT_ENGINE_LANES is unset: a container's
+    --cpus 1.5 is 2 lanes, whatever the host has (the cgroup file as the kernel writes it)."""
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max + "\n")
+    monkeypatch.setattr("service.inference.engine.CPU_MAX", str(path))
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores() == (affinity if cores is None else min(cores, affinity))
 
 
 def test_warm_up_stops_when_asked(tiny_bundle: Path, manifest: BundleManifest) -> None:

@@ -66,8 +66,9 @@ def test_misspelt_variables_are_found_with_a_suggestion() -> None:
 def test_defaults_match_the_contract() -> None:
     d = Settings.model_construct()  # defaults without the bundle check
     assert (d.host, d.port, d.max_batch_size, d.max_wait_ms, d.max_queue_images) == (
-        "127.0.0.1", 8000, None, 5, 256,  # None: measured at warm-up and chosen
+        "127.0.0.1", 8000, None, None, 256,  # None: measured and chosen; by device (engine)
     )  # fmt: skip
+    assert d.engine_lanes is None  # one per usable core on a CPU, one on a GPU
     assert (d.exact_decode, d.decode, d.http, d.workers) == (False, "auto", "httptools", 1)
     assert (d.request_timeout_s, d.max_images_per_request, d.max_body_bytes) == (30, 64, 32 << 20)
     assert (d.max_image_pixels, d.preprocess_threads, d.providers) == (40_000_000, 4, "auto")

@@ -11,15 +11,15 @@ writes each image's row into that lane's buffer and `run_rows` binds its first B
 lie.
 
 Lanes on a CPU: one per usable core by default, and each graph is opened twice. A batch that runs
-alone (no other lane busy, nothing queued or decoding) runs on every core, as a lone image needs
-for its latency; batches that run beside others run on one core each (a second session with one
-intra-op thread). Why: a run spread over every core meets at a barrier after each operator (layer
-norms, softmax, the small matmuls of one head), and under load the decode threads and the fronts
-hold the cores it waits for, so one lane on two threads left ~6 % of a 2-core machine idle and
-served ViT-Ti/16 at 0.76–1.00× the naive server. Runs on one core each meet no barrier: in-process
-66 images/s against 64 (batch 4), and end to end +22 % at 8 and 32 connections, 1.05–1.11× the
-naive server, with the lone image's latency kept (docs/benchmarks.md, "one core per batch").
-What it costs: each graph's weights twice in memory. On a GPU one lane is the default;
+alone (no other lane busy, nothing queued or decoding) runs on every usable core, as a lone image
+needs for its latency; batches that run beside others run on one core each (a second session with
+one intra-op thread). Why: a run spread over every core meets at a barrier after each operator
+(layer norms, softmax, the small matmuls of one head), and under load the decode threads and the
+fronts hold the cores it waits for, so one lane on two threads left ~6 % of a 2-core machine idle
+and served ViT-Ti/16 at 0.76–1.00× the naive server. Runs on one core each meet no barrier:
+in-process 66 images/s against 64 (batch 4), and end to end +22 % at 8 and 32 connections,
+1.05–1.11× the naive server, with the lone image's latency kept (docs/benchmarks.md, "one core per
+batch"). What it costs: each graph's weights twice in memory. On a GPU one lane is the default;
 bench/gpu.sh measures two the day a GPU is lent.
 """
 
@@ -138,7 +138,7 @@ class Engine:
             )
         for role, graph in manifest.graphs.items():
             try:
-                session = _session(folder / graph.file, requested)
+                session = _session(folder / graph.file, requested, every_core_threads())
             except BundleError as e:
                 if len(requested) > 1 and cuda.cuda_graphs:  # the graph, or its capture?
                     raise EngineError(f"VIT_CUDA_GRAPHS=true: {e}", "cuda_graphs") from e
@@ -384,6 +384,14 @@ def usable_cores() -> int:
     except (OSError, ValueError):  # no cgroup v2 file (not Linux, cgroup v1): the affinity
         pass
     return cores or 1
+
+
+def every_core_threads() -> int:
+    """Intra-op threads for a batch that runs alone: ONNX Runtime's default (0: one per physical
+    core of the machine) unless the process may use fewer CPUs than the machine has (a quota, an
+    affinity), where threads beyond those would only wait for each other: then one per usable."""
+    usable = usable_cores()
+    return usable if usable < (os.cpu_count() or usable) else 0
 
 
 @functools.cache

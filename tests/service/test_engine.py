@@ -19,6 +19,7 @@ from service.inference.engine import (
     EngineError,
     batch_candidates,
     choose_batch_size,
+    every_core_threads,
     usable_cores,
 )
 from service.inference.engine_io import CudaOptions, HostBuffer
@@ -194,7 +195,8 @@ def test_on_a_cpu_a_batch_alone_takes_every_core_and_one_beside_others_takes_one
     engine = Engine(tiny_bundle, manifest, "cpu", lanes=2)
     assert set(engine.one_core) == {FAST, EXPLAIN}
     for role, session in engine.sessions.items():
-        assert session.get_session_options().intra_op_num_threads == 0  # ORT's: every core
+        # ORT's own count (0), or the usable cores where a quota or affinity allows fewer
+        assert session.get_session_options().intra_op_num_threads == every_core_threads()
         assert engine.one_core[role].get_session_options().intra_op_num_threads == 1
     x = pixels(3)
     for lane in range(2):
@@ -221,6 +223,9 @@ def test_the_usable_cores_are_the_affinity_bounded_by_a_cgroup_quota(
     monkeypatch.setattr("service.inference.engine.CPU_MAX", str(path))
     affinity = len(os.sched_getaffinity(0))
     assert usable_cores() == (affinity if cores is None else min(cores, affinity))
+    # a batch alone: ONNX Runtime's own count, unless fewer CPUs than the machine's are usable
+    fewer = usable_cores() < (os.cpu_count() or 1)
+    assert every_core_threads() == (usable_cores() if fewer else 0)
 
 
 def test_warm_up_stops_when_asked(tiny_bundle: Path, manifest: BundleManifest) -> None:

@@ -19,7 +19,9 @@ fronts hold the cores it waits for, so one lane on two threads left ~6 % of a 2-
 and served ViT-Ti/16 at 0.76–1.00× the naive server. Runs on one core each meet no barrier:
 in-process 66 images/s against 64 (batch 4), and end to end +22 % at 8 and 32 connections,
 1.05–1.11× the naive server, with the lone image's latency kept (docs/benchmarks.md, "one core per
-batch"). What it costs: each graph's weights twice in memory. On a GPU one lane is the default;
+batch"). The every-core session's threads spin between operators until the run ends: a batch
+alone has the cores to itself, and waking them from sleep cost a lone image 2–5 ms. What the
+lanes cost: each graph's weights twice in memory. On a GPU one lane is the default;
 bench/gpu.sh measures two the day a GPU is lent.
 """
 
@@ -136,9 +138,14 @@ class Engine:
                 "VIT_PROVIDERS=cuda, but this onnxruntime has no CUDA provider "
                 "(install the gpu extra: onnxruntime-gpu)"
             )
+        cpu_lanes = lanes or min(usable_cores(), MAX_LANES)
+        # Where the engine will also have one-core sessions, this one runs only batches alone,
+        # so its threads may spin (_session). Not known yet, so not done, where CUDA was asked
+        # for and the session falls back to the CPU.
+        spin = requested == [CPU] and cpu_lanes > 1
         for role, graph in manifest.graphs.items():
             try:
-                session = _session(folder / graph.file, requested, every_core_threads())
+                session = _session(folder / graph.file, requested, every_core_threads(), spin)
             except BundleError as e:
                 if len(requested) > 1 and cuda.cuda_graphs:  # the graph, or its capture?
                     raise EngineError(f"VIT_CUDA_GRAPHS=true: {e}", "cuda_graphs") from e
@@ -156,7 +163,7 @@ class Engine:
             why = f" ({gpu.why_no_cuda()})" if cuda_built else ""
             log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
         on_cuda = self.provider == CUDA
-        lanes = lanes or (1 if on_cuda else min(usable_cores(), MAX_LANES))
+        lanes = lanes or (1 if on_cuda else cpu_lanes)
         # Batches beside others on one core each (a CPU with several lanes), by graph role.
         self.one_core: dict[str, ort.InferenceSession] = {}
         if not on_cuda and lanes > 1:
@@ -409,17 +416,23 @@ def _shared_cpu_arena() -> None:
     ort.create_and_register_allocator(cpu, config)
 
 
-def _session(path: Path, providers: list[Any], threads: int = 0) -> ort.InferenceSession:
-    """threads: ONNX Runtime's intra-op threads (0: its default, one per physical core)."""
+def _session(
+    path: Path, providers: list[Any], threads: int = 0, spin: bool = False
+) -> ort.InferenceSession:
+    """threads: ONNX Runtime's intra-op threads (0: its default, one per physical core).
+    spin: they wait for the next operator spinning, not asleep, until the run ends."""
     _shared_cpu_arena()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Graphs arrive fused by the exporter; ORT_ENABLE_ALL adds its own layout optimisations.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning intra-op threads steal the cores that decode the next batch's images: with it on,
-    # the front-end benchmark fell from 261 to 198 images/s per core, while it saved ~2 ms of
-    # ViT-Ti/16's 20 ms at one connection (docs/benchmarks.md, "one engine, many fronts").
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning threads take the cores that decode the next batch's images: on for a session
+    # that runs batches under load, the front-end benchmark fell from 261 to 198 images/s per
+    # core. A batch alone has the cores to itself: waking asleep cost ViT-Ti/16's lone image
+    # 2–5 ms (p50 23 → 21 ms end to end, 25 → 20 in-process), the spinning no more CPU per run, as
+    # the threads stop at the run's end (docs/benchmarks.md, "a lone batch spins").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.add_session_config_entry("session.use_env_allocators", "1")
     # Memory patterns (one preplanned block per input shape) were planned again by each thread
     # that ran a shape: warm-up's thread, then the batcher's, +720 MiB at batch 32 for the demo

@@ -207,6 +207,23 @@ def test_on_a_cpu_a_batch_alone_takes_every_core_and_one_beside_others_takes_one
     assert one_lane.lanes[0].runner(FAST, False) is one_lane.lanes[0].runner(FAST, True)
 
 
+def test_only_a_session_that_runs_batches_alone_spins_and_only_until_its_run_ends(
+    tiny_bundle: Path, manifest: BundleManifest
+) -> None:
+    """Spinning threads would take the cores other batches' decodes need (engine.py, _session)."""
+
+    def config(session: ort.InferenceSession, key: str) -> str:
+        return session.get_session_options().get_session_config_entry(key)
+
+    lanes, one_lane = (Engine(tiny_bundle, manifest, "cpu", lanes=n) for n in (2, 1))
+    for role in (FAST, EXPLAIN):
+        assert config(lanes.sessions[role], "session.intra_op.allow_spinning") == "1"
+        assert config(lanes.one_core[role], "session.intra_op.allow_spinning") == "0"
+        assert config(one_lane.sessions[role], "session.intra_op.allow_spinning") == "0"
+        for session in (lanes.sessions[role], lanes.one_core[role], one_lane.sessions[role]):
+            assert config(session, "session.force_spinning_stop") == "1"
+
+
 @pytest.mark.parametrize(
     ("cpu_max", "cores"),
     [("150000 100000", 2), ("50000 100000", 1), ("max 100000", None), (None, None)],

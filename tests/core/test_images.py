@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_core.bundle import Preprocess
+from vit_core.bundle import PixelFormat, Preprocess
 from vit_core.errors import EmptyBody, ImageTooLarge, InvalidImage
-from vit_core.images import Preprocessor, decode, load_rgb
+from vit_core.images import Preprocessor, decode, load_rgb, resize_plan, transform
 
 RED = (220, 20, 30)
 SQUASH = Preprocess(
@@ -100,6 +100,40 @@ def test_crop_box_is_the_centre_the_model_saw() -> None:
     assert (left + right) / 2 == pytest.approx(100, abs=1) and (top + bottom) / 2 == pytest.approx(
         50, abs=1
     )
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize(
+    ("wh", "size"),
+    [
+        ((333, 500), 224),
+        ((500, 333), 224),
+        ((640, 480), 224),
+        ((97, 61), 32),
+        ((200, 90), (32, 48)),
+    ],
+    ids=["portrait", "landscape", "4:3", "small", "h-by-w"],
+)
+def test_a_crop_is_the_centre_of_the_whole_picture_resized(
+    interpolation: str, wh: tuple[int, int], size: int | tuple[int, int]
+) -> None:
+    """Only the crop's part is resampled (images.py, _resize), and still it is timm's (and
+    torchvision's) eval transform, resize everything then cut out the centre, to within 1
+    level, the float rounding of the filter's coefficients: a window off by one pixel, or the
+    passes in the other order (up to 13 levels on this picture), would fail."""
+    w, h = wh
+    ramp = np.add.outer(np.arange(h), np.arange(w)) * (255 / (h + w))
+    noise = np.random.default_rng(w * h).integers(0, 80, (h, w, 3))
+    image = Image.fromarray(np.clip(ramp[..., None] + noise, 0, 255).astype(np.uint8))
+    p = CROP.model_copy(update={"interpolation": interpolation})
+    sh, sw = (size, size) if isinstance(size, int) else size
+    plan = resize_plan(w, h, p, (sh, sw))
+    filter_ = getattr(Image.Resampling, interpolation.upper())
+    whole = image.resize((plan.width, plan.height), filter_)
+    expected = np.asarray(whole.crop((plan.left, plan.top, plan.left + sw, plan.top + sh)))
+    pixels, _ = transform(image, p, size, PixelFormat(dtype="uint8", layout="NHWC"))
+    assert pixels.shape == expected.shape
+    assert np.abs(pixels.astype(int) - expected).max() <= 1
 
 
 def test_squash_box_is_the_whole_picture_and_images_are_not_kept_by_default() -> None:

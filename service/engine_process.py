@@ -30,6 +30,7 @@ from service.inference.engine import (
     EngineError,
     batch_candidates,
     choose_batch_size,
+    usable_cores,
 )
 from service.inference.engine_io import CudaOptions
 from service.inference.gpu import device_decoding_missing
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MIN_DECODE_THREADS = 4
+
 
 def open_engine(settings: Settings, manifest: BundleManifest) -> Engine:
     """The sessions as the settings ask: providers, batch buffer rows, CUDA provider options, and
@@ -61,6 +64,15 @@ def open_engine(settings: Settings, manifest: BundleManifest) -> Engine:
         or (settings.decode == "auto" and not device_decoding_missing()),
         lanes=settings.engine_lanes,
     )
+
+
+def decode_threads(settings: Settings) -> int:
+    """VIT_PREPROCESS_THREADS, or unset: one per usable core, at least MIN_DECODE_THREADS. On a
+    CPU the engine runs a lane per core, and a cheap model or large photos (a 12 MP JPEG is ~40 ms
+    of decode and resize at 1/8 here) need decodes at that rate: four threads would cap a 16-core
+    host at a quarter of it. Four at least: a decode waiting for memory (VIT_DECODE_MEMORY_BYTES)
+    or a slow PNG must not leave a small machine's cores without work."""
+    return settings.preprocess_threads or max(MIN_DECODE_THREADS, usable_cores())
 
 
 def max_wait_ms(settings: Settings, engine: Engine) -> float:
@@ -111,7 +123,7 @@ class EngineHost:
             on_death=lambda: self._fail("the batch worker has stopped"),
             on_held=self._publish_held,
         )
-        self._executor = ThreadPoolExecutor(settings.preprocess_threads, "decode")
+        self._executor = ThreadPoolExecutor(decode_threads(settings), "decode")
         decode_budget, _ = memory_budgets(settings, memory_limit())
         preprocessor = Preprocessor(
             m.preprocess,

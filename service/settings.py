@@ -100,7 +100,13 @@ class Settings(BaseSettings):
         description="request bytes each front holds at once before 429 "
         "(default: limit/workers/8, ≤ 1 GiB)",
     )
-    preprocess_threads: int = Field(4, ge=1, le=256, description="decode + resize threads")
+    # Unset: one per usable core, at least 4 (service/engine_process.py, decode_threads).
+    preprocess_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="decode + resize threads (unset: one per usable core, at least 4)",
+    )
     # One event loop and GIL read, check and price a few thousand requests/s; a GPU takes more.
     workers: int = Field(
         1, ge=1, le=64, description="HTTP fronts sharing the port, in front of the one engine"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from service import engine_process
+from service.engine_process import decode_threads
 from service.settings import Settings, describe, memory_budgets, unknown_variables
 
 
@@ -71,9 +73,22 @@ def test_defaults_match_the_contract() -> None:
     assert d.engine_lanes is None  # one per usable core on a CPU, one on a GPU
     assert (d.exact_decode, d.decode, d.http, d.workers) == (False, "auto", "httptools", 1)
     assert (d.request_timeout_s, d.max_images_per_request, d.max_body_bytes) == (30, 64, 32 << 20)
-    assert (d.max_image_pixels, d.preprocess_threads, d.providers) == (40_000_000, 4, "auto")
+    assert (d.max_image_pixels, d.preprocess_threads, d.providers) == (40_000_000, None, "auto")
     assert (d.api_key, d.log_level, d.drain_timeout_s) == (None, "info", 30)
     assert d.bundle.parts[-2:] == ("models", "demo")
+
+
+@pytest.mark.parametrize(
+    ("cores", "setting", "threads"),
+    [(2, None, 4), (16, None, 16), (16, 3, 3)],
+    ids=["a small machine: four", "a core each", "as set"],
+)
+def test_the_decode_threads_follow_the_usable_cores_unless_set(
+    monkeypatch: pytest.MonkeyPatch, cores: int, setting: int | None, threads: int
+) -> None:
+    """A lane per core needs decodes at that rate (engine_process.decode_threads: why)."""
+    monkeypatch.setattr(engine_process, "usable_cores", lambda: cores)
+    assert decode_threads(Settings.model_construct(preprocess_threads=setting)) == threads
 
 
 def test_the_fronts_share_the_body_budget_and_the_one_engine_decodes(tiny_bundle: Path) -> None:

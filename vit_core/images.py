@@ -192,8 +192,11 @@ def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[I
     box = plan.box(w, h)
     if (plan.width, plan.height) == (sw, sh):  # squashed, or nothing for a crop to cut off
         return image.resize((sw, sh), resample), box
-    # Only the part the centre crop keeps is resampled: 20-45 % less work than resizing the whole
-    # picture and cropping (bench/crop_resize.py), the same filter taps at the same positions.
+    if resample == Image.Resampling.NEAREST:  # cheap whole; a box moves its ties by a pixel
+        whole = image.resize((plan.width, plan.height), resample)
+        return whole.crop((plan.left, plan.top, plan.left + sw, plan.top + sh)), box
+    # Only the part the centre crop keeps is resampled: 0.65-0.82x the time of resizing the
+    # whole picture and cropping (bench/crop_resize.py), the same taps at the same positions.
     # One pass per axis, the horizontal first, as Pillow resizes a whole picture: given both
     # axes and a box, it may take the vertical first, whose rounding between the passes moves
     # pixels by up to 13 levels; this way at most 1, the coefficients' float rounding.

@@ -428,9 +428,10 @@ def _session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Spinning threads take the cores that decode the next batch's images: on for a session
     # that runs batches under load, the front-end benchmark fell from 261 to 198 images/s per
-    # core. A batch alone has the cores to itself: waking asleep cost ViT-Ti/16's lone image
-    # 2–5 ms (p50 23 → 21 ms end to end, 25 → 20 in-process), the spinning no more CPU per run, as
-    # the threads stop at the run's end (docs/benchmarks.md, "a lone batch spins").
+    # core. A batch alone has the cores to itself: waking them from sleep at each operator cost
+    # ViT-Ti/16's lone image 2–5 ms (p50 23 → 21 ms end to end, 25 → 20 in-process), and the
+    # spinning no CPU per run, as they stop at the run's end (docs/benchmarks.md, "a lone batch
+    # spins").
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.add_session_config_entry("session.force_spinning_stop", "1")
     options.add_session_config_entry("session.use_env_allocators", "1")

@@ -102,7 +102,7 @@ def test_crop_box_is_the_centre_the_model_saw() -> None:
     )
 
 
-@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
 @pytest.mark.parametrize(
     ("wh", "size"),
     [

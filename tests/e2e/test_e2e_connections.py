@@ -110,7 +110,17 @@ def test_busy_servers_refuse_work_with_429_and_still_answer_probes(
     try:
         with ThreadPoolExecutor(2) as pool:
             held = [pool.submit(_classify, server, png) for _ in range(2)]
-            wait_for(lambda: _classify_status(server) == 429, "a third request to be refused")
+
+            def third_refused() -> bool:
+                # A probe that took its slot before a held request arrived refuses that one
+                # instead (429): it is sent again, until both wait on the engine.
+                for i, answer in enumerate(held):
+                    if answer.done():
+                        assert answer.result().status_code == 429, answer.result().text
+                        held[i] = pool.submit(_classify, server, png)
+                return _classify_status(server) == 429
+
+            wait_for(third_refused, "a third request to be refused")
             v2 = httpx.post(f"{server.url}/v2/models/tiny-vit/infer", json={}, timeout=30)
             assert v2.status_code == 429 and v2.headers["retry-after"] == "1"
             assert set(v2.json()) == {"error"} and "requests are in progress" in v2.json()["error"]

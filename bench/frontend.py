@@ -59,7 +59,7 @@ def commands(bundle: Path, baseline: Path | None) -> dict[str, list[str]]:
     }
     if baseline is not None:
         old = service_command(baseline_bundle(baseline, "featherweight"), free_port(), 32, 5, QUEUE)
-        found["baseline (one process)"] = baseline_command(baseline, old)
+        found["baseline"] = baseline_command(baseline, old)
     return found
 
 
@@ -107,7 +107,7 @@ def processes(url: str, pid: int) -> dict[int, str]:
 def capacity_table(
     rows: dict[str, Capacity], names: dict[str, dict[int, str]], connections: int
 ) -> str:
-    naive, base = rows.get("naive"), rows.get("baseline (one process)")
+    naive, base = rows.get("naive"), rows.get("baseline")
     lines = [
         "| system | images/s | server cores | images/s per core | ÷ naive | ÷ baseline | "
         "fronts: µs CPU per request | engine: µs CPU per image | p50 ms |",

@@ -6,7 +6,8 @@ Closed loop with `concurrency` images in flight, as that many clients would keep
 decodes and preprocesses them in the same thread pool the service uses (preprocess_threads), then
 runs them through the same Engine in calls of at most max_batch_size (0, the default: measured and
 chosen at start as the service's engine does), its lanes (the engine's default unless --lanes)
-running batches at once, each beside the others, as the batcher's workers do under load, each
+running batches at once, each beside the others, as the batcher's workers do under load (a round
+that is one batch runs alone, on every core, as the batcher's lone batch does), each
 image written into its row of its lane's batch buffer, and every image's latency
 is the round's. JPEGs are decoded as the service's default does (at the smallest DCT scale that
 covers the input). Nothing waits for company and nothing crosses a socket, so this is the best an
@@ -62,8 +63,9 @@ def run(
 
     def lane_work(lane: int, pixels: list[np.ndarray]) -> None:
         """Every lane_count-th batch of the round, from `lane`, through its own buffer."""
+        alone = len(pixels) <= max_batch_size  # one batch: no other lane runs beside it
         for i in range(lane * max_batch_size, len(pixels), lane_count * max_batch_size):
-            engine.run_rows(FAST, pixels[i : i + max_batch_size], lane, alone=lane_count == 1)
+            engine.run_rows(FAST, pixels[i : i + max_batch_size], lane, alone)
 
     with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(lane_count) as runners:
         started = time.perf_counter()

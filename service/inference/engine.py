@@ -138,7 +138,7 @@ class Engine:
                 "VIT_PROVIDERS=cuda, but this onnxruntime has no CUDA provider "
                 "(install the gpu extra: onnxruntime-gpu)"
             )
-        cpu_lanes = lanes or min(usable_cores(), MAX_LANES)
+        cpu_lanes = lanes or default_cpu_lanes()
         # Where the engine will also have one-core sessions, this one runs only batches alone,
         # so its threads may spin (_session). Not known yet, so not done, where CUDA was asked
         # for and the session falls back to the CPU.
@@ -163,7 +163,7 @@ class Engine:
             why = f" ({gpu.why_no_cuda()})" if cuda_built else ""
             log.warning("CUDA is not available%s; running on the CPU (%s)", why, CPU)
         on_cuda = self.provider == CUDA
-        lanes = lanes or (1 if on_cuda else cpu_lanes)
+        lanes = (lanes or 1) if on_cuda else cpu_lanes
         # Batches beside others on one core each (a CPU with several lanes), by graph role.
         self.one_core: dict[str, ort.InferenceSession] = {}
         if not on_cuda and lanes > 1:
@@ -391,6 +391,11 @@ def usable_cores() -> int:
     except (OSError, ValueError):  # no cgroup v2 file (not Linux, cgroup v1): the affinity
         pass
     return cores or 1
+
+
+def default_cpu_lanes() -> int:
+    """VIT_ENGINE_LANES unset on a CPU: one per usable core, at most MAX_LANES."""
+    return min(usable_cores(), MAX_LANES)
 
 
 def every_core_threads() -> int:

@@ -20,7 +20,7 @@ from hosted import local_app
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.inference.engine import usable_cores
+from service.inference.engine import default_cpu_lanes
 from service.settings import Settings
 
 LIMITS = dict(
@@ -141,7 +141,7 @@ def test_model_describes_what_is_served(client: TestClient) -> None:
     assert info["providers"] == ["CPUExecutionProvider"] and info["graphs"] == ["fast", "explain"]
     assert info["decode"] == "host"  # VIT_DECODE=auto on a CPU engine
     batching = info["batching"]
-    assert batching["lanes"] == usable_cores()  # a CPU's default: one batch in flight per core
+    assert batching["lanes"] == default_cpu_lanes()  # a CPU's: a batch in flight per core
     assert batching["max_wait_ms"] == 1  # as set; the batch size was measured and chosen:
     measured = {int(size): rate for size, rate in batching["batch_size_measured"].items()}
     assert batching["max_batch_size"] in measured and list(measured)[:3] == [1, 2, 4]

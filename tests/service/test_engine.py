@@ -19,6 +19,7 @@ from service.inference.engine import (
     EngineError,
     batch_candidates,
     choose_batch_size,
+    default_cpu_lanes,
     every_core_threads,
     usable_cores,
 )
@@ -184,7 +185,7 @@ def test_lanes_run_batches_at_once_each_from_its_own_buffer(
         for n in range(3):
             np.testing.assert_array_equal(together[n][LOGITS], alone[n])
             np.testing.assert_array_equal(engine.host_rows(n)[:4], batches[n])
-    assert len(Engine(tiny_bundle, manifest, "cpu").lanes) == usable_cores()  # the default
+    assert len(Engine(tiny_bundle, manifest, "cpu").lanes) == default_cpu_lanes()  # the default
 
 
 def test_on_a_cpu_a_batch_alone_takes_every_core_and_one_beside_others_takes_one(

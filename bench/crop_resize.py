@@ -5,10 +5,11 @@ then cropped (timm's and torchvision's eval transform), on the CPU.
 
 Crop-mode preprocessing (most timm checkpoints: the shorter side to floor(224 / crop_pct), the
 centre 224×224) as vit_core.images does it now, against the same Pillow filter run over the whole
-picture and then cut. Photo-like pictures (a gradient and grain), one thread, the median of
-interleaved rounds. Also the largest difference between the two in levels, and the share of
-pixel values that differ at all. Squash-mode bundles (the demo's, Hugging Face's ViT) resize the
-whole picture either way and are not shown.
+picture and then cut, both on Pillow's passes (bench/resize.py compares those with the SIMD
+ones the transform runs where it can). Photo-like pictures (a gradient and grain), one thread,
+the median of interleaved rounds. Also the largest difference between the two in levels, and
+the share of pixel values that differ at all. Squash-mode bundles (the demo's, Hugging Face's
+ViT) resize the whole picture either way and are not shown.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from vit_core import resample  # noqa: E402
 from vit_core.bundle import PixelFormat, Preprocess  # noqa: E402
 from vit_core.images import resize_plan, transform  # noqa: E402
 
@@ -65,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
+    resample.SIMD = False  # the crop's saving alone, on Pillow's passes (bench/resize.py: SIMD)
     print(
         "| interpolation | crop_pct | picture | whole then crop µs | crop's part µs | ratio "
         "| max difference | values differing |"

@@ -53,6 +53,7 @@ CARRY = (
     "onnxruntime-gpu",
     "nvidia-nvimgcodec-cu13",
     "nvidia-nvjpeg",
+    "cykooz-resizer",
     "fastapi",
     "fastapi-offline",
     "starlette",

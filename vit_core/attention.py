@@ -13,7 +13,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from vit_core.images import Box
+from vit_core.geometry import Box
 
 OVERLAY_ALPHA = 0.5
 # A perceptual dark-to-bright ramp (inferno's anchor colours), low attention dark, high bright.

@@ -1,12 +1,14 @@
 """How an image becomes tokens, in one place for the model (ViTConfig), the bundle
 (BundleManifest) and the image transform: a size is S (square) or (H, W), and an H×W input read
-`stride` pixels per token side (patch size × a hybrid backbone's stride) is a rows×cols grid."""
+`stride` pixels per token side (patch size × a hybrid backbone's stride) is a rows×cols grid. A
+box is the part of a picture the model sees, wherever a picture's pixels are counted."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 Size = int | tuple[int, int]  # S, or (H, W)
+Box = tuple[float, float, float, float]  # (left, top, right, bottom) in an image's pixels
 
 
 def hw(size: Size) -> tuple[int, int]:

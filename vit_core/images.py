@@ -36,9 +36,10 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from vit_core.bundle import LEGACY_PIXELS, PixelFormat, Preprocess
 from vit_core.errors import EmptyBody, ImageTooLarge, InvalidImage
-from vit_core.geometry import Size, hw
+from vit_core.geometry import Box, Size, hw
 from vit_core.image_costs import check_structure, dct_scale, decoded_bytes
 from vit_core.memory import MemoryBudget
+from vit_core.resample import resample
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # PIL plugin names; nothing else is tried
 FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
@@ -57,7 +58,6 @@ OVERVIEW_SIDE = 1024  # a heat-map's picture is for looking at, not a copy of a 
 _BAND_PIXELS = 1 << 20  # 16-bit → 8-bit conversion works on bands of about this many pixels
 MiB = 1 << 20
 
-Box = tuple[float, float, float, float]  # (left, top, right, bottom) in the decoded image's pixels
 WH = tuple[int, int]  # (width, height), upright
 Reads = Callable[[WH], WH]  # an image's upright size → the least upright size its decode may have
 _QUARTER_TURNS = {5, 6, 7, 8}  # EXIF orientations shown turned by 90°: stored W×H is seen H×W
@@ -188,21 +188,26 @@ def resize_plan(w: int, h: int, p: Preprocess, size: tuple[int, int]) -> ResizeP
 
 def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[Image.Image, Box]:
     w, h = image.size
-    plan, (sh, sw), resample = resize_plan(w, h, p, size), size, _RESAMPLE[p.interpolation]
+    plan, (sh, sw), filter_ = resize_plan(w, h, p, size), size, _RESAMPLE[p.interpolation]
     box = plan.box(w, h)
-    if (plan.width, plan.height) == (sw, sh):  # squashed, or nothing for a crop to cut off
-        return image.resize((sw, sh), resample), box
-    if resample == Image.Resampling.NEAREST:  # cheap whole; a box moves its ties by a pixel
-        whole = image.resize((plan.width, plan.height), resample)
+    if filter_ == Image.Resampling.NEAREST:  # cheap whole; a box moves its ties by a pixel
+        whole = image.resize((plan.width, plan.height), filter_)
+        if (plan.width, plan.height) == (sw, sh):
+            return whole, box
         return whole.crop((plan.left, plan.top, plan.left + sw, plan.top + sh)), box
-    # Only the part the centre crop keeps is resampled: 0.65-0.82x the time of resizing the
-    # whole picture and cropping (bench/crop_resize.py), the same taps at the same positions.
-    # One pass per axis, the horizontal first, as Pillow resizes a whole picture: given both
-    # axes and a box, it may take the vertical first, whose rounding between the passes moves
-    # pixels by up to 13 levels; this way at most 1, the coefficients' float rounding.
+    # One pass per axis, the horizontal first, as Pillow up to version 12 resized a picture in
+    # one call: given both axes, Pillow 13 and fast_image_resize each pick an order by its shape,
+    # and the rounding between the passes then moves sharp edges by up to 20 levels. This way the
+    # SIMD passes and Pillow's agree to within 2 levels (vit_core/resample.py).
+    # In crop mode only the part the centre crop keeps is resampled: 0.65-0.82x the time of
+    # resizing the whole picture and cropping (bench/crop_resize.py), the same taps.
     left, top, right, bottom = box[0], box[1], min(box[2], w), min(box[3], h)
-    columns = image.resize((sw, h), resample, box=(left, 0, right, h))  # (h, sw): every row
-    return columns.resize((sw, sh), resample, box=(0, top, sw, bottom)), box
+    columns = image  # (h, sw): every row, the crop's columns
+    if (sw, left, right) != (w, 0, w):
+        columns = resample(image, (sw, h), (left, 0, right, h), filter_)
+    if (sh, top, bottom) == (h, 0, h):
+        return columns, box
+    return resample(columns, (sw, sh), (0, top, sw, bottom), filter_), box
 
 
 def normalise(pixels: np.ndarray, p: Preprocess) -> np.ndarray:

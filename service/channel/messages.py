@@ -30,7 +30,7 @@ from PIL import Image
 
 from vit_core.bundle import EXPLAIN, FAST
 from vit_core.errors import InternalError, ServiceError, all_errors
-from vit_core.images import Box
+from vit_core.geometry import Box
 
 HEADER = struct.Struct("<BQI")  # kind, request id, body length
 _SUBMIT = struct.Struct("<BBBfI")  # graph, form, keep pictures, timeout s, count

@@ -34,8 +34,8 @@ from onnx import TensorProto, helper
 
 from service.inference.engine_io import CUDA, BatchBuffer
 from vit_core.bundle import Preprocess
-from vit_core.geometry import Size, hw
-from vit_core.images import Box, resize_plan
+from vit_core.geometry import Box, Size, hw
+from vit_core.images import resize_plan
 
 log = logging.getLogger(__name__)
 

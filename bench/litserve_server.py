@@ -1,16 +1,16 @@
 """LitServe serving the same bundle, as its documentation writes an image classifier.
 
-    PYTHON -m pip install litserve onnxruntime pillow numpy    # its own environment
+    PYTHON -m pip install litserve onnxruntime pillow numpy cykooz.resizer  # its own environment
     PYTHON bench/litserve_server.py --bundle B --port 8002 [--max-batch-size 8]
 
 The same decode and preprocessing as the service (vit_core's Preprocessor with the service's
-default scaled decode) and the same ONNX graph on ONNX Runtime's CPU provider, so the comparison
-is about serving. LitServe reads the request in its API server process and hands it to a worker
-process (one per device by default) over a queue; with --max-batch-size above 1 it batches up to
-that many requests within --batch-timeout. Requests are multipart uploads with one "file" part,
-as LitServe's image examples take them; the answer is the top-5 as the service's /classify
-gives it. LitServe is not a dependency of this project: run this with an interpreter that has it
-(bench/load.py --litserve-python).
+default scaled decode, on the same SIMD resampling where cykooz.resizer is installed) and the same
+ONNX graph on ONNX Runtime's CPU provider, so the comparison is about serving. LitServe reads the
+request in its API server process and hands it to a worker process (one per device by default) over
+a queue; with --max-batch-size above 1 it batches up to that many requests within --batch-timeout.
+Requests are multipart uploads with one "file" part, as LitServe's image examples take them; the
+answer is the top-5 as the service's /classify gives it. LitServe is not a dependency of this
+project: run this with an interpreter that has it (bench/load.py --litserve-python).
 """
 
 from __future__ import annotations

@@ -224,7 +224,8 @@ def overview(image: Image.Image, box: Box) -> tuple[Image.Image, Box]:
     if scale == 1.0:
         return image, box
     left, top, right, bottom = box
-    small = image.resize(overview_size(image.size), Image.Resampling.BILINEAR)
+    w, h = image.size  # a picture for people: either order of the passes will do
+    small = resample(image, overview_size(image.size), (0, 0, w, h), Image.Resampling.BILINEAR)
     return small, (left * scale, top * scale, right * scale, bottom * scale)
 
 

@@ -9,9 +9,10 @@ computes the same convolution, the same filters over the same support, with 8-bi
 Pillow's by one level; two passes by two (tests/core/test_resample.py).
 
 Where its wheel does not exist (Linux on ARM: pyproject.toml installs it only where one does)
-Pillow's own loop runs. Either way the caller resamples one axis per call, horizontal first
-(vit_core.images): given both axes, each library picks its own order by the picture's shape, and
-the rounding between the passes then moves pixels at sharp edges by up to 20 levels.
+Pillow's own loop runs. Either way the model's transform resamples one axis per call, horizontal
+first, as Pillow did up to version 12 (vit_core.images): given both axes, Pillow 13 and
+fast_image_resize each pick an order by the picture's shape, and the rounding between the passes
+then moves pixels at sharp edges by up to 20 levels.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from vit_core import resample  # noqa: E402
+from vit_core import resampling  # noqa: E402
 from vit_core.bundle import PixelFormat, Preprocess  # noqa: E402
 from vit_core.images import resize_plan, transform  # noqa: E402
 
@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    resample.SIMD = False  # the crop's saving alone, on Pillow's passes (bench/resize.py: SIMD)
+    resampling.SIMD = False  # the crop's saving alone, on Pillow's passes (bench/resize.py: SIMD)
     print(
         "| interpolation | crop_pct | picture | whole then crop µs | crop's part µs | ratio "
         "| max difference | values differing |"

@@ -2,7 +2,7 @@
 
     python bench/resize.py [--rounds 15]
 
-vit_core.images.transform as the service runs it (vit_core/resample.py: SIMD where
+vit_core.images.transform as the service runs it (vit_core/resampling.py: SIMD where
 cykooz.resizer is installed) against the same transform on Pillow's passes, for pictures at the
 sizes a decode hands over: 320×240 and 240×320 (640×480 and 480×640 JPEGs at DCT scale 1/2),
 640×480 (a PNG, or VIT_EXACT_DECODE=true), 1024×768 and 4032×3024 (a phone's PNG); squash (the
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.crop_resize import picture  # noqa: E402
-from vit_core import resample  # noqa: E402
+from vit_core import resampling  # noqa: E402
 from vit_core.bundle import PixelFormat, Preprocess  # noqa: E402
 from vit_core.images import transform  # noqa: E402
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    if not resample.SIMD:
+    if not resampling.SIMD:
         raise SystemExit("cykooz.resizer is not installed: only Pillow's passes would run")
     print("| mode | interpolation | picture | Pillow µs | SIMD µs | ratio | max difference "
           "| values differing |")  # fmt: skip
@@ -57,11 +57,11 @@ def main() -> None:
             rows: dict[bool, np.ndarray] = {}
             for _ in range(args.rounds):
                 for simd in (False, True):
-                    resample.SIMD = simd
+                    resampling.SIMD = simd
                     started = time.perf_counter()
                     rows[simd] = transform(image, p, SIZE, UINT8)[0]
                     times[simd].append(time.perf_counter() - started)
-            resample.SIMD = True
+            resampling.SIMD = True
             diff = np.abs(rows[True].astype(int) - rows[False].astype(int))
             pillow, fast = (statistics.median(times[simd]) * 1e6 for simd in (False, True))
             share = 100 * np.mean(diff > 0)

@@ -39,7 +39,7 @@ from vit_core.errors import EmptyBody, ImageTooLarge, InvalidImage
 from vit_core.geometry import Box, Size, hw
 from vit_core.image_costs import check_structure, dct_scale, decoded_bytes
 from vit_core.memory import MemoryBudget
-from vit_core.resample import resample
+from vit_core.resampling import resample
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # PIL plugin names; nothing else is tried
 FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
@@ -157,7 +157,8 @@ def transform(
 class ResizePlan:
     """How a w×h image becomes the model's input: resized to width × height, then the
     out = (H, W) window at (left, top) kept (all of it when squashed). One plan, whoever
-    resizes: Pillow here, or the engine's resize graph on a device (service/inference)."""
+    resizes: the passes here (vit_core/resampling.py), or the engine's resize graph on a device
+    (service/inference)."""
 
     width: int
     height: int
@@ -197,8 +198,8 @@ def _resize(image: Image.Image, p: Preprocess, size: tuple[int, int]) -> tuple[I
         return whole.crop((plan.left, plan.top, plan.left + sw, plan.top + sh)), box
     # One pass per axis, the horizontal first, as Pillow up to version 12 resized a picture in
     # one call: given both axes, Pillow 13 and fast_image_resize each pick an order by its shape,
-    # and the rounding between the passes then moves sharp edges by up to 20 levels. This way the
-    # SIMD passes and Pillow's agree to within 2 levels (vit_core/resample.py).
+    # and the 8-bit rounding between the passes then moves sharp edges by tens of levels. This
+    # way the SIMD passes and Pillow's agree to within 2 levels (vit_core/resampling.py).
     # In crop mode only the part the centre crop keeps is resampled: 0.65-0.82x the time of
     # resizing the whole picture and cropping (bench/crop_resize.py), the same taps.
     left, top, right, bottom = box[0], box[1], min(box[2], w), min(box[3], h)

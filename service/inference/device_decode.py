@@ -9,10 +9,11 @@ one and on the CPU otherwise (VIT_DECODE=device; settings.py).
 
 Only the placement differs: the same decoder call and the same resize graph, on one device or the
 other. The resize graph is the bundle's transform (vit_core.images: resize_plan), spelled as ONNX
-Resize with antialiasing, which computes what Pillow computes to within 1 of 255 per pixel (tests:
-test_device_decode.py). What nvImageCodec is not given (formats other than JPEG, CMYK JPEGs, a
-request whose heat-map needs the picture) goes through the host transform, as everything does
-with VIT_DECODE=host; so does a JPEG it fails on, which then answers as the host path would.
+Resize with antialiasing, which computes what the host transform computes to within 1 of 255 per
+pixel (tests: test_device_decode.py). What nvImageCodec is not given (formats other than JPEG,
+CMYK JPEGs, a request whose heat-map needs the picture) goes through the host transform, as
+everything does with VIT_DECODE=host; so does a JPEG it fails on, which then answers as the host
+path would.
 
 This module needs the gpu extra's nvImageCodec and onnx; it is imported only when device decoding
 is asked for. Its CUDA branch has not run on a GPU yet (bench/gpu.sh measures it when one is
@@ -101,10 +102,9 @@ def _resize_model(mode: str, size: tuple[int, int]) -> onnx.ModelProto:
             helper.make_node("Clip", [f"{out}_r", "lowest", "highest"], [out]),
         ]
 
-    # Pillow resizes in two passes, across then down, with 8-bit pixels between them: a bicubic
-    # overshoot at a sharp edge is clipped after the first. Two passes here do the same (one
-    # pass in float differs by up to ~20 of 255 at such edges); the Pillow measured here (13.0)
-    # sometimes runs them the other way round, which moves a few edge pixels by a few levels.
+    # The host transform resizes in two passes, across then down, with 8-bit pixels between
+    # them: a bicubic overshoot at a sharp edge is clipped after the first. Two passes here do
+    # the same (one pass in float differs by tens of levels at such edges).
     nodes = [
         helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
         helper.make_node("Transpose", ["pixels"], ["planes"], perm=[0, 3, 1, 2]),  # (1, 3, h, w)

@@ -1,4 +1,4 @@
-"""The transform's resampling passes (vit_core/resample.py): fast_image_resize's SIMD convolution
+"""The transform's resampling passes (vit_core/resampling.py): fast_image_resize's SIMD convolution
 computes Pillow's, to a level per pass, and the transform resamples horizontally first whichever
 of the two runs."""
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vit_core import resample as resample_module
+from vit_core import resampling
 from vit_core.bundle import PixelFormat, Preprocess
 from vit_core.images import transform
-from vit_core.resample import resample
+from vit_core.resampling import resample
 
 FILTERS = [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR]
 UINT8 = PixelFormat(dtype="uint8", layout="NHWC")
@@ -36,11 +36,18 @@ def levels(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> int:
 
 
 def test_the_simd_resampler_is_installed_where_it_has_a_wheel() -> None:
-    """x86-64 Linux (CI, the images) and macOS / Windows have cykooz.resizer's wheels, and
+    """x86-64 Linux (CI, the images) and Windows, and macOS, have cykooz.resizer's wheels, and
     pyproject.toml installs it there: the SIMD passes are what these tests and the service run."""
-    if sys.platform == "linux" and platform.machine() != "x86_64":
-        pytest.skip("no cykooz.resizer wheel for Linux on this machine: Pillow's passes run")
-    assert resample_module.SIMD
+    if platform.machine() not in ("x86_64", "AMD64") and sys.platform != "darwin":
+        pytest.skip("no cykooz.resizer wheel for this machine: Pillow's passes run")
+    assert resampling.SIMD
+
+
+def test_only_rgb_is_resampled() -> None:
+    """fast_image_resize would hand back another mode as RGB where Pillow keeps it: the one
+    transform converts first (load_rgb), and resample refuses what did not come through it."""
+    with pytest.raises(ValueError, match="RGB images, not L"):
+        resample(Image.new("L", (8, 8)), (4, 4), (0, 0, 8, 8), Image.Resampling.BICUBIC)
 
 
 @pytest.mark.parametrize("filter_", FILTERS, ids=lambda f: f.name.lower())
@@ -62,6 +69,8 @@ def test_a_pass_is_pillows_to_one_level(
     size: tuple[int, int],
     box: tuple[float, float, float, float],
 ) -> None:
+    if not resampling.SIMD:
+        pytest.skip("cykooz.resizer is not installed here: Pillow's passes are the reference")
     image = noise(*picture)
     got = resample(image, size, box, filter_)
     assert got.size == size and got.mode == "RGB"
@@ -90,7 +99,7 @@ def test_the_transform_is_the_same_on_either_resampler(
     levels (one a pass) of what the SIMD passes give."""
     p, image = PREPROCESS[recipe], noise(*picture, seed=picture[0])
     simd, box = transform(image, p, 224, UINT8)
-    monkeypatch.setattr(resample_module, "SIMD", False)
+    monkeypatch.setattr(resampling, "SIMD", False)
     pillow, pillow_box = transform(image, p, 224, UINT8)
     assert box == pillow_box
     assert simd.shape == pillow.shape == (224, 224, 3)
@@ -104,9 +113,9 @@ def test_the_horizontal_pass_goes_first(
 ) -> None:
     """Resampled the other way round, sharp edges move by far more than the two levels the
     passes' rounding allows: the order is part of the transform, whatever the picture's shape."""
-    if simd and not resample_module.SIMD:
+    if simd and not resampling.SIMD:
         pytest.skip("cykooz.resizer is not installed here")
-    monkeypatch.setattr(resample_module, "SIMD", simd)
+    monkeypatch.setattr(resampling, "SIMD", simd)
     image, (w, h), bicubic = checkerboard(*picture), picture, Image.Resampling.BICUBIC
     got, _ = transform(image, PREPROCESS["squash-bicubic"], 224, UINT8)
     horizontal_first = image.resize((224, h), bicubic).resize((224, 224), bicubic)

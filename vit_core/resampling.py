@@ -2,17 +2,15 @@
 where it is installed.
 
 Pillow's convolution is a scalar C loop: resizing the 320×240 picture a 640×480 JPEG decodes to
-at DCT scale 1/2 into 224×224 takes it ~0.9 ms, a third of the engine's CPU per image.
-fast_image_resize (Rust, AVX2 / SSE4.1 / NEON, picked at run time; the `cykooz.resizer` wheel)
-computes the same convolution, the same filters over the same support, with 8-bit results, in
-~0.2 ms (bench/resize.py). Its coefficients are rounded differently, so a pass may differ from
-Pillow's by one level; two passes by two (tests/core/test_resample.py).
+at DCT scale 1/2 into 224×224 was a third of the engine's CPU per image. fast_image_resize (Rust,
+AVX2 / SSE4.1 / NEON, picked at run time; the `cykooz.resizer` wheel) computes the same
+convolution, the same filters over the same support, with 8-bit results, in 0.12–0.33 of the
+time (bench/resize.py). Its coefficients are rounded differently, so a pass may differ from
+Pillow's by one level; two passes by two (tests/core/test_resampling.py).
 
-Where its wheel does not exist (Linux on ARM: pyproject.toml installs it only where one does)
-Pillow's own loop runs. Either way the model's transform resamples one axis per call, horizontal
-first, as Pillow did up to version 12 (vit_core.images): given both axes, Pillow 13 and
-fast_image_resize each pick an order by the picture's shape, and the rounding between the passes
-then moves pixels at sharp edges by up to 20 levels.
+Where its wheel does not exist (pyproject.toml installs it only where one does; not on Linux on
+ARM) Pillow's own loop runs. Either way the model's transform resamples one axis per call, and
+vit_core.images says in which order.
 """
 
 from __future__ import annotations
@@ -40,6 +38,8 @@ def resample(
 ) -> Image.Image:
     """The `box` of an RGB image resampled to `size` (width, height) with `filter_`, as Pillow's
     `image.resize(size, filter_, box=box)` computes it. Releases the GIL either way."""
+    if image.mode != "RGB":  # fast_image_resize would turn another mode into RGB, Pillow not
+        raise ValueError(f"resample takes RGB images, not {image.mode}")
     if not (SIMD and filter_ in _ALGORITHMS):  # nearest: Pillow's, which is a copy loop anyway
         return image.resize(size, filter_, box=box)
     left, top, right, bottom = box

@@ -18,6 +18,8 @@ from vit_core.resampling import resample
 
 FILTERS = [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR]
 UINT8 = PixelFormat(dtype="uint8", layout="NHWC")
+# Without cykooz.resizer both sides of a comparison would be Pillow's passes: nothing to test.
+needs_simd = pytest.mark.skipif(not resampling.SIMD, reason="cykooz.resizer is not installed")
 
 
 def noise(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -63,14 +65,13 @@ def test_only_rgb_is_resampled() -> None:
         ((4032, 30), (224, 30), (0, 0, 4032, 30)),  # 18× smaller: 72 taps a pixel
     ],
 )
+@needs_simd
 def test_a_pass_is_pillows_to_one_level(
     filter_: Image.Resampling,
     picture: tuple[int, int],
     size: tuple[int, int],
     box: tuple[float, float, float, float],
 ) -> None:
-    if not resampling.SIMD:
-        pytest.skip("cykooz.resizer is not installed here: Pillow's passes are the reference")
     image = noise(*picture)
     got = resample(image, size, box, filter_)
     assert got.size == size and got.mode == "RGB"
@@ -92,6 +93,7 @@ PREPROCESS = {
 
 @pytest.mark.parametrize("recipe", PREPROCESS)
 @pytest.mark.parametrize("picture", [(320, 240), (240, 320), (300, 300), (97, 61)])
+@needs_simd
 def test_the_transform_is_the_same_on_either_resampler(
     recipe: str, picture: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,15 +108,15 @@ def test_the_transform_is_the_same_on_either_resampler(
     assert levels(simd, pillow) <= 2
 
 
-@pytest.mark.parametrize("simd", [True, False], ids=["simd", "pillow"])
+@pytest.mark.parametrize(
+    "simd", [pytest.param(True, marks=needs_simd, id="simd"), pytest.param(False, id="pillow")]
+)
 @pytest.mark.parametrize("picture", [(240, 320), (320, 240), (300, 300)])
 def test_the_horizontal_pass_goes_first(
     simd: bool, picture: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Resampled the other way round, sharp edges move by far more than the two levels the
     passes' rounding allows: the order is part of the transform, whatever the picture's shape."""
-    if simd and not resampling.SIMD:
-        pytest.skip("cykooz.resizer is not installed here")
     monkeypatch.setattr(resampling, "SIMD", simd)
     image, (w, h), bicubic = checkerboard(*picture), picture, Image.Resampling.BICUBIC
     got, _ = transform(image, PREPROCESS["squash-bicubic"], 224, UINT8)

@@ -13,7 +13,9 @@ round is kept: other work on a shared machine only ever lowers it).
 
 Per system: images/s, the server's CPU over the window (cores, every process of it), images/s
 per server core (the figure that says how many cores would feed a GPU), and for the service the
-split: the fronts' CPU per request and the engine's per image (µs), from /proc.
+split: the fronts' CPU per request and the engine's per image (µs), from /proc; then the engine's
+per image by thread (its event loop, decode threads, lanes and ONNX Runtime's own threads, by the
+names the service gives them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from bench.pictures import photos  # noqa: E402
-from bench.rawload import Capacity, measure, post  # noqa: E402
+from bench.rawload import Capacity, by_role, measure, post  # noqa: E402
 from bench.servers import (  # noqa: E402
     BASELINE,
     baseline_bundle,
@@ -133,6 +135,35 @@ def capacity_table(
     return f"{connections} connections, one 640×480 JPEG per request\n\n" + "\n".join(lines)
 
 
+# The engine's threads by role (service/os_names.py names them), in the order an image meets them
+ROLES = {
+    "vit-engine": "event loop",
+    "decode": "decode threads",
+    "batcher": "lanes",
+    "onnxruntime": "ONNX Runtime's threads",
+}
+
+
+def threads_table(rows: dict[str, Capacity], names: dict[str, dict[int, str]]) -> str:
+    """Per system with an engine: the engine's CPU per image, by thread role (µs)."""
+    lines = [
+        "| system | " + " | ".join(ROLES.values()) + " | other | engine |",
+        "|---|" + "---:|" * (len(ROLES) + 2),
+    ]
+    for name, c in rows.items():
+        engine = next((pid for pid, n in names[name].items() if n == "engine"), None)
+        if engine is None or not c.images_per_s:
+            continue
+        roles = by_role(c.threads.get(engine, {}))
+        per_image = {role: 1e6 * cores / c.images_per_s for role, cores in roles.items()}
+        other = sum(us for role, us in per_image.items() if role not in ROLES)
+        cells = [f"{per_image.get(role, 0.0):.0f}" for role in ROLES]
+        lines.append(
+            f"| {name} | {' | '.join(cells)} | {other:.0f} | {sum(per_image.values()):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--connections", type=int, default=16)
@@ -146,6 +177,7 @@ def main() -> None:
     else:
         rows, names = capacity(args.connections, args.seconds, args.rounds, None)
     print(f"\n## Front-end capacity\n\n{capacity_table(rows, names, args.connections)}")
+    print(f"\n## The engine's CPU per image by thread (µs)\n\n{threads_table(rows, names)}")
     print(f"\nmachine: {os.cpu_count()} cores")
 
 

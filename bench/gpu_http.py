@@ -246,20 +246,6 @@ def _process_order(name: str) -> tuple[int, int]:
     return ({"supervisor": 0, "engine": 1}.get(name, 3), 0)
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of each thread of a process, keyed 'name/tid'."""
-    out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 class GpuSampler:
     """nvidia-smi every 200 ms while the window lasts: utilisation (%) and memory used (MiB)."""
 
@@ -342,6 +328,8 @@ def load(
 ) -> dict[str, Any]:
     """One closed-loop run: the clients' figures, each process's CPU and the busiest threads of
     the engine over the same window, GPU utilisation, and what the bottleneck is."""
+    from bench.rawload import thread_cpu
+
     n = sizes.load_processes
     shares = [connections // n + (1 if k < connections % n else 0) for k in range(n)]
     start_at = time.time() + 1.0
@@ -485,7 +473,10 @@ def http_tables(data: dict[str, Any], sizes: Sizes) -> str:
     )
     lines.append(
         "| engine's three busiest threads | "
-        + " | ".join(", ".join(f"{c:.2f}" for _, c in r["engine_threads"][:3]) for r in runs)
+        + " | ".join(
+            ", ".join(f"{t.split('/')[0]} {c:.2f}" for t, c in r["engine_threads"][:3])
+            for r in runs
+        )
         + " |"
     )
     return "\n".join(lines)

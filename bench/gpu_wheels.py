@@ -45,15 +45,24 @@ PLATFORMS = (
 )
 RECOMPRESS_MIB = 16  # wheels at least this big get their members re-compressed as LZMA
 
-# What the GPU image lacks of the gpu extra and of the serving side (KINDS.md lists what it has:
-# numpy, pillow, onnx, protobuf, prometheus-client, packaging, flatbuffers, uvloop, httpx, the
-# CUDA and cuDNN wheels PyTorch brings). Small ones it has in versions older than the lock's
-# pins need (typing-extensions >= 4.16 for pydantic) travel too; they take precedence there.
+# What the GPU image already holds of the gpu lock's packages (its package list, as read on a
+# lent machine): the CUDA and cuDNN wheels PyTorch brings among them.
+IMAGE_HAS = (
+    "numpy", "pillow", "onnx", "protobuf", "ml-dtypes", "prometheus-client", "packaging",
+    "flatbuffers", "setuptools", "uvloop", "nvidia-cublas", "nvidia-cuda-nvrtc",
+    "nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-cufft", "nvidia-curand",
+    "nvidia-nvjitlink",
+)  # fmt: skip
+# What it lacks of the gpu extra and of the serving side. Small ones it has in versions older
+# than the lock's pins need (typing-extensions >= 4.16 for pydantic) travel too; they take
+# precedence there.
 CARRY = (
     "onnxruntime-gpu",
     "nvidia-nvimgcodec-cu13",
     "nvidia-nvjpeg",
     "cykooz-resizer",
+    "setproctitle",
+    "httptools",
     "fastapi",
     "fastapi-offline",
     "starlette",

@@ -4,14 +4,18 @@ The request bytes are built once; each connection writes them, reads the status 
 Content-Length body, and goes again (keep-alive). No HTTP library in the loop: the client shares
 the machine's cores with the server it measures, so every microsecond it spends is one the server
 does not get. The server's CPU is read from /proc/PID/stat (every thread of the process) over the
-measured window only.
+measured window only, and each thread's from /proc/PID/task/*/stat under the name the service
+gives it (service/os_names.py: `decode_0`, `batcher-0`, `onnxruntime`, …).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,8 @@ class Capacity:
     latencies: list[float] = field(repr=False, default_factory=list)  # s, of the window's 200s
     window: float = 0.0  # s
     cores: dict[int, float] = field(repr=False, default_factory=dict)  # each server pid's share
+    # each server pid's threads: 'name/tid' → their share (names: service/os_names.py)
+    threads: dict[int, dict[str, float]] = field(repr=False, default_factory=dict)
 
     @property
     def per_core(self) -> float:
@@ -38,6 +44,29 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, every thread of it."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of a process, keyed 'name/tid' (a thread gone by the time it
+    is read is left out)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[f"{name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def by_role(threads: Mapping[str, float]) -> dict[str, float]:
+    """Per-thread figures ('name/tid') summed by what the threads do: 'decode_0/71' and
+    'decode_1/72' are both 'decode', 'batcher-0/70' is 'batcher'."""
+    out: dict[str, float] = defaultdict(float)
+    for key, value in threads.items():
+        out[re.sub(r"[-_]\d+$", "", key.rsplit("/", 1)[0])] += value
+    return dict(out)
 
 
 def own_cpu_seconds() -> float:
@@ -96,12 +125,14 @@ async def _measure(
         {p: cpu_seconds(p) for p in pids},
         own_cpu_seconds(),
     )
+    threads0 = {p: thread_cpu(p) for p in pids}
     await asyncio.sleep(seconds)
     end, server1, client1 = (
         time.perf_counter(),
         {p: cpu_seconds(p) for p in pids},
         own_cpu_seconds(),
     )
+    threads1 = {p: thread_cpu(p) for p in pids}
     stop.set()
     errors = sum(await asyncio.gather(*tasks))
     window = end - begin
@@ -115,6 +146,10 @@ async def _measure(
         latencies=latencies,
         window=window,
         cores={p: (server1[p] - server0[p]) / window for p in pids},
+        threads={
+            p: {k: (s - threads0[p].get(k, 0.0)) / window for k, s in threads1[p].items()}
+            for p in pids
+        },
     )
 
 

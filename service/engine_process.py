@@ -37,6 +37,7 @@ from service.inference.gpu import device_decoding_missing
 from service.inference.pipeline import Pipeline
 from service.instance import configure_logging, die_with_parent
 from service.metrics import Metrics
+from service.os_names import ONNXRUNTIME, name_thread, threads_started_as
 from service.settings import Settings, invalid_setting, memory_budgets
 from service.state import SharedState
 from vit_core.bundle import BundleError, BundleManifest, load_bundle
@@ -123,7 +124,7 @@ class EngineHost:
             on_death=lambda: self._fail("the batch worker has stopped"),
             on_held=self._publish_held,
         )
-        self._executor = ThreadPoolExecutor(decode_threads(settings), "decode")
+        self._executor = ThreadPoolExecutor(decode_threads(settings), "decode", name_thread)
         decode_budget, _ = memory_budgets(settings, memory_limit())
         preprocessor = Preprocessor(
             m.preprocess,
@@ -197,6 +198,7 @@ class EngineHost:
         """The batch size (measured and chosen, unless the settings pin it), then every graph at
         every batch size up to it, then the batcher opens: no request pays for a first-call
         allocation or a CUDA kernel choice."""
+        name_thread()
         try:
             size = self.settings.max_batch_size or self._choose_batch_size()
             self.batcher.max_batch_size = size
@@ -246,8 +248,9 @@ def engine_main(settings: Settings, address: str, state: SharedState) -> int:
     state.started("engine", os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the supervisor says when to stop
     try:  # a graph that does not take or answer what model.json says; a provider not to be had
-        engine = open_engine(settings, load_bundle(settings.bundle))
-        decoder = open_decoder(settings, engine)
+        with threads_started_as(ONNXRUNTIME):  # the sessions' thread pools, in top -H
+            engine = open_engine(settings, load_bundle(settings.bundle))
+            decoder = open_decoder(settings, engine)
     except (BundleError, EngineError) as e:
         setting = e.setting if isinstance(e, EngineError) else "bundle"
         print(f"vit-serve: {invalid_setting(setting, e)}", file=sys.stderr)

@@ -26,6 +26,9 @@ What holds across the processes:
   it is back); past that the instance stops, as a crash loop is not an instance to route to;
 - a dead supervisor (kill -9): the kernel sends every child SIGTERM (PR_SET_PDEATHSIG), so the
   fronts drain and the engine follows them; the folder it leaves is removed by the next start.
+
+`ps` shows the processes as `vit-serve`, `vit-serve engine` and `vit-serve front-N`, and `top` as
+`vit-serve`, `vit-engine` and `vit-front-N` (service/os_names.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
+from service.os_names import name_process
 from service.settings import Settings
 from service.state import SharedState
 
@@ -231,6 +235,7 @@ CLEAN = (0, -signal.SIGTERM, -signal.SIGINT)  # a front's exit code after a drai
 
 
 def _child(entry: Entry, *args: Any) -> None:
+    name_process(multiprocessing.current_process().name)  # `vit-serve engine`, `vit-serve front-0`
     module, _, function = entry.partition(":")
     sys.exit(getattr(importlib.import_module(module), function)(*args))
 

@@ -39,6 +39,7 @@ import numpy as np
 from service.inference.batch_request import BatchResult, Entry, Request
 from service.inference.engine_io import Row
 from service.metrics import Metrics
+from service.os_names import name_thread
 from vit_core.errors import BatchFailed, NotReady, Overloaded, WorkerDied
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ class Batcher:
     # -- the worker --------------------------------------------------------------------------
 
     def _work(self, lane: int) -> None:
+        name_thread()  # `batcher-0` in top -H
         try:
             while (batch := self._next_batch(lane)) is not None:
                 self._run_batch(lane, *batch)

@@ -51,6 +51,7 @@ from service.inference.engine_io import (
     HostBuffer,
     Row,
 )
+from service.os_names import name_thread
 from service.settings import MAX_LANES
 from vit_core.bundle import FAST, INPUT, OUTPUTS, BundleError, BundleManifest, Role
 
@@ -268,7 +269,7 @@ class Engine:
         grew is given back at the end."""
         measured: dict[int, float] = {}
         lanes = range(len(self.lanes))
-        with ThreadPoolExecutor(len(self.lanes), "measure") as pool:
+        with ThreadPoolExecutor(len(self.lanes), "measure", name_thread) as pool:
             for size in candidates:
                 if stop.is_set() or size > self.capacity:
                     break
@@ -353,7 +354,7 @@ class Engine:
             if progress:
                 progress(done, len(steps))
         if len(self.lanes) > 1:  # every lane at once: the arena holds what concurrent batches take
-            with ThreadPoolExecutor(len(self.lanes), "warm-up") as pool:
+            with ThreadPoolExecutor(len(self.lanes), "warm-up", name_thread) as pool:
                 for graph in self.sessions:
                     runs = [(graph, zeros[:max_batch_size], n) for n in range(len(self.lanes))]
                     list(pool.map(lambda run: self._run_beside(*run), runs))

@@ -78,7 +78,7 @@ def figures(**overrides: object) -> dict[str, object]:
     quiet: dict[str, object] = {
         "gpu_util_mean": 40.0,
         "cores": {"supervisor": 0.0, "engine": 1.2, "front-0": 0.3, "front-1": 0.3},
-        "engine_threads": [("python/12", 0.5)],
+        "engine_threads": [("decode_0/12", 0.5)],
         "clients": [{"pid": 1, "cores": 0.2}],
     }
     return {**quiet, **overrides}
@@ -89,7 +89,7 @@ def test_the_bottleneck_is_named_from_the_figures() -> None:
         return bottleneck(figures(**overrides), cpus=16)
 
     assert said(gpu_util_mean=97.0).startswith("the GPU")
-    assert said(engine_threads=[("python/3", 0.98)]).startswith("one thread of the engine")
+    assert said(engine_threads=[("vit-engine/3", 0.98)]).startswith("one thread of the engine")
     assert said(cores={"engine": 0.5, "front-0": 0.95, "front-1": 0.97}).startswith("the fronts")
     assert said(clients=[{"pid": 1, "cores": 1.0}]).startswith("the load generator")
     assert said().startswith("nothing saturated")

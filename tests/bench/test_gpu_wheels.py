@@ -87,6 +87,14 @@ def test_every_carried_package_is_pinned_by_the_gpu_lock() -> None:
     assert [name for name in gpu_wheels.CARRY if name not in pins] == []
 
 
+def test_every_package_the_gpu_lock_pins_is_carried_or_in_the_image() -> None:
+    """A serving dependency neither carried nor in the GPU image fails the install or the first
+    start there (httptools once did: the fronts' parser), after minutes of device time."""
+    pins = gpu_wheels.pins()
+    held = set(gpu_wheels.CARRY) | set(gpu_wheels.IMAGE_HAS)
+    assert sorted(name for name in pins if name not in held) == []
+
+
 def test_the_device_calls_end_with_the_benchmark() -> None:
     plan = gpu_wheels.plan(3).splitlines()
     assert len(plan) == 4 and 'carry=[".whl/batch-3"]' in plan[-1]

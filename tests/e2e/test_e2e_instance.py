@@ -7,6 +7,7 @@ supervisor leaves no process serving, and the next start removes what it left.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import httpx
 from live import START_TIMEOUT, Server, free_port, instance_pids, ready, wait_for
 
 JPEG = {"Content-Type": "image/jpeg"}
+ENGINE_THREADS = {"vit-engine", "onnxruntime", "decode", "batcher"}
 
 
 def gone(pid: int) -> bool:
@@ -128,3 +130,24 @@ def test_a_killed_supervisor_leaves_no_process_serving(tiny_bundle: Path) -> Non
     assert second.wait(60) == 0
     assert list(scratch.glob("vit-instance-*")) == []
     subprocess.run(["rm", "-rf", str(scratch)], check=True)
+
+
+def _comm(pid: int, tid: int | None = None) -> str:
+    return Path(f"/proc/{pid}/task/{tid or pid}/comm").read_text().strip()
+
+
+def test_ps_and_top_name_each_process_and_the_engines_threads(
+    serve: Callable[..., Server], draw: Callable[..., bytes]
+) -> None:
+    server = serve(workers=2)
+    server.post_images("/classify", [draw()], "image/jpeg")  # starts a decode thread
+    pids = instance_pids(server.url)
+    for role in ("engine", "front-0", "front-1"):
+        title = Path(f"/proc/{pids[role]}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        assert (title.decode(), _comm(pids[role])) == (f"vit-serve {role}", f"vit-{role}")
+    engine = pids["engine"]
+    threads = {_comm(engine, int(t)) for t in os.listdir(f"/proc/{engine}/task")}
+    assert {"vit-engine", "decode_0", "batcher-0"} <= threads, threads
+    # and none is left as `python`: ONNX Runtime's intra-op threads (where a batch runs on more
+    # than one core) take the name of the thread that opened the sessions, meanwhile
+    assert {re.sub(r"[-_]\d+$", "", t) for t in threads} <= ENGINE_THREADS, threads

@@ -106,8 +106,16 @@ ensure_base
 built=$SECONDS
 target=image-cpu
 [[ $flavor == gpu ]] && target=image
+before=$("$engine" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 "${MAKE:-make}" --no-print-directory "$target" DOCKER="$engine" IMAGE=vit-service
 build_s=$((SECONDS - built))
+# The image the tag named before this build is left without a name (3 GB for the GPU one, at
+# every run on a developer's machine, until the disk is full): removed, unless a container or
+# another tag still uses it.
+after=$("$engine" image inspect --format '{{.Id}}' "$image")
+if [[ -n $before && $before != "$after" ]]; then
+    "$engine" rmi "$before" >/dev/null 2>&1 || true
+fi
 size_mb=$(("$("$engine" image inspect --format '{{.Size}}' "$image")" / 1000000))
 
 tested=$SECONDS

@@ -19,12 +19,13 @@ def names() -> dict[int, str]:
     }
 
 
-def started_in(block: threading.Thread) -> str:
-    """The name a thread has when it starts running, before it names itself."""
+def started_in(**kwargs: str) -> str:
+    """The name a new thread has when it starts running, before it names itself."""
     seen: list[str] = []
-    block._target = lambda: seen.append(names()[threading.get_native_id()])  # type: ignore[attr-defined]
-    block.start()
-    block.join()
+    thread = threading.Thread(target=lambda: seen.append(names()[threading.get_native_id()]),
+                              **kwargs)  # fmt: skip
+    thread.start()
+    thread.join()
     return seen[0]
 
 
@@ -40,7 +41,7 @@ def test_a_pool_thread_takes_its_python_name() -> None:
     worker.join()
     assert seen == ["decode_7"]
     # without name_thread, a thread is called what the thread that started it was called
-    assert started_in(threading.Thread(name="batcher-3")) == names()[threading.get_native_id()]
+    assert started_in(name="batcher-3") == names()[threading.get_native_id()]
 
 
 def test_threads_onnxruntime_starts_in_the_block_take_its_name(tiny_bundle: Path) -> None:
@@ -52,7 +53,7 @@ def test_threads_onnxruntime_starts_in_the_block_take_its_name(tiny_bundle: Path
         session = ort.InferenceSession(
             str(tiny_bundle / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        assert started_in(threading.Thread()) == "onnxruntime"
+        assert started_in() == "onnxruntime"
     new = {tid: name for tid, name in names().items() if tid not in before}
     assert len(new) >= 2 and set(new.values()) == {"onnxruntime"}, new
     assert names()[mine] == own_name  # the caller's own name is given back
